@@ -5,8 +5,8 @@ override is tested without a host (``tests/test_override.py``).
 """
 
 from .options import NODE_VARIANTS, NodeBackend, PatchConfig
-from .override import OVERRIDE_KEY, SageAttentionOverride, find, install
+from .override import OVERRIDE_KEY, SageAttentionOverride, chain, find, install
 from .stats import Stats
 
-__all__ = ["NODE_VARIANTS", "NodeBackend", "PatchConfig", "OVERRIDE_KEY", "SageAttentionOverride", "find",
+__all__ = ["NODE_VARIANTS", "NodeBackend", "PatchConfig", "OVERRIDE_KEY", "SageAttentionOverride", "chain", "find",
            "install", "Stats"]

@@ -11,7 +11,7 @@ import dataclasses
 from enum import Enum
 from typing import Optional
 
-from comfy_sage.config import VARIANTS, QKGranularity, _StrEnum
+from ..config import VARIANTS, QKGranularity, _StrEnum
 
 
 class NodeBackend(_StrEnum):

@@ -38,9 +38,9 @@ from typing import Callable, Optional
 
 import torch
 
-from comfy_sage import log
-from comfy_sage.comfy.options import SIGMA_MAX, SIGMA_MIN, NodeBackend, PatchConfig
-from comfy_sage.comfy.stats import OURS, Stats
+from .. import log
+from .options import SIGMA_MAX, SIGMA_MIN, NodeBackend, PatchConfig
+from .stats import OURS, Stats
 
 OVERRIDE_KEY = "optimized_attention_override"
 _HALF = (torch.float16, torch.bfloat16)
@@ -75,6 +75,15 @@ class SageAttentionOverride:
         self._sigma_obj = None  # the host's current sigma tensor, and whether it is inside the window
         self._sigma_inside = True
         self._sageattn = _compile_boundary(config.allow_compile)
+
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone() deep-copies model_options. The override behaves like the plain
+        # function the host expects there (functions deep-copy to themselves): its settings are
+        # frozen, and clones of a patched model share one set of statistics.
+        return self
+
+    def __copy__(self):
+        return self
 
     def __repr__(self) -> str:
         return f"SageAttentionOverride({self.config.backend.value}, previous={self.previous!r})"
@@ -172,7 +181,7 @@ class SageAttentionOverride:
         scale = kwargs.get("scale")
         if scale is not None:
             sageattn_kwargs["sm_scale"] = float(scale)
-        from comfy_sage import api
+        from .. import api
 
         try:
             selection = api.select(qn, kn, vn, layout, **sageattn_kwargs)
@@ -220,16 +229,20 @@ class SageAttentionOverride:
         return time.perf_counter() - start
 
 
-def install(transformer_options: dict, config: PatchConfig) -> SageAttentionOverride:
-    """Install our override into a (cloned) model's transformer_options, chaining any other.
+def chain(previous: Optional[Callable], config: PatchConfig) -> SageAttentionOverride:
+    """Our override over ``previous`` (the override already installed, or None).
 
     An earlier :class:`SageAttentionOverride` (the node applied twice) is replaced, not
     stacked: the later node's settings win, and whatever that one chained stays chained.
     """
-    previous = transformer_options.get(OVERRIDE_KEY)
     if isinstance(previous, SageAttentionOverride):
         previous = previous.previous
-    override = SageAttentionOverride(config, previous=previous)
+    return SageAttentionOverride(config, previous=previous)
+
+
+def install(transformer_options: dict, config: PatchConfig) -> SageAttentionOverride:
+    """Install our override into a (cloned) model's transformer_options, chaining any other."""
+    override = chain(transformer_options.get(OVERRIDE_KEY), config)
     transformer_options[OVERRIDE_KEY] = override
     return override
 
@@ -248,7 +261,7 @@ def _api_backend(backend: NodeBackend, q: torch.Tensor) -> str:
 
 
 def _compile_boundary(allow_compile: bool):
-    from comfy_sage import sageattn
+    from .. import sageattn
 
     if allow_compile:
         return sageattn  # traced through: the kernels are torch.library custom ops
@@ -293,4 +306,4 @@ def _to_host_layout(out: torch.Tensor, layout: str, skip_output_reshape: bool) -
     return out.reshape(b, n, h * d)
 
 
-__all__ = ["SageAttentionOverride", "install", "find", "OVERRIDE_KEY"]
+__all__ = ["SageAttentionOverride", "chain", "install", "find", "OVERRIDE_KEY"]
