@@ -25,6 +25,11 @@ class Call:
     sm_scale: float
     return_lse: bool
     cfg: QuantConfig
+    # The backend's own variant name: ``cfg.variant`` for quantized backends, the SDPA kernel
+    # (``default``, ``flash``, ``efficient``, ``cudnn``, ``math``) for sdpa.
+    variant: str = ""
+    # The head dim the backend's ``run`` receives (64, 128 or 256: the API zero-pads others).
+    head_dim: int = 0
 
 
 class Backend(Protocol):
@@ -37,7 +42,9 @@ class Backend(Protocol):
         """Variant names (``config.VARIANTS`` keys, or the backend's own for SDPA) runnable on device."""
 
     def unsupported(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: Call) -> Optional[str]:
-        """None when ``run`` accepts this call, else why not. Checked before any launch."""
+        """None when ``run`` accepts this call, else why not. Checked before any launch and
+        before padding: q, k, v are the caller's tensors (float32 among them is cast to
+        bfloat16 before ``run``); judge the head dim by ``call.head_dim``."""
 
     def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: Call):
         """Output tensor, or (output, lse) when call.return_lse."""

@@ -1,0 +1,63 @@
+// Numeric conversions that must round exactly like the reference (comfy_sage/quant.py).
+#pragma once
+#include <cstdint>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+namespace cs {
+
+// Two floats to a half2 register (x0 in the low half: the lower k index).
+__device__ __forceinline__ uint32_t pack_half2(float x0, float x1) {
+  __half2 h = __floats2half2_rn(x0, x1);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// Four values of P in [0,1] to round(P*255) as u8 (round to nearest even), x0 in byte 0.
+__device__ __forceinline__ uint32_t pack_u8x4(float x0, float x1, float x2, float x3) {
+  const uint32_t b0 = min(__float2uint_rn(x0 * 255.f), 255u);
+  const uint32_t b1 = min(__float2uint_rn(x1 * 255.f), 255u);
+  const uint32_t b2 = min(__float2uint_rn(x2 * 255.f), 255u);
+  const uint32_t b3 = min(__float2uint_rn(x3 * 255.f), 255u);
+  return b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
+}
+
+// cvt.rn.satfinite.e4m3x2.f32 d, a, b puts a in the high byte and b in the low byte.
+__device__ __forceinline__ uint16_t cvt_e4m3x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  uint16_t r;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  __trap();
+  return 0;
+#endif
+}
+
+__device__ __forceinline__ uint32_t pack_e4m3x4(float x0, float x1, float x2, float x3) {
+  return uint32_t(cvt_e4m3x2(x0, x1)) | (uint32_t(cvt_e4m3x2(x2, x3)) << 16);
+}
+
+// Symmetric int8: round to nearest even of x/scale (true division, like the reference), saturated.
+__device__ __forceinline__ int8_t quant_s8(float x, float scale) {
+  const int q = __float2int_rn(__fdiv_rn(x, scale));
+  return static_cast<int8_t>(max(-127, min(127, q)));
+}
+
+__device__ __forceinline__ void load8(const void* p, int bf16, float* out) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if (bf16) {
+      const __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162*>(&w[i]);
+      const float2 f = __bfloat1622float2(h);
+      out[2 * i] = f.x; out[2 * i + 1] = f.y;
+    } else {
+      const __half2 h = *reinterpret_cast<const __half2*>(&w[i]);
+      const float2 f = __half22float2(h);
+      out[2 * i] = f.x; out[2 * i + 1] = f.y;
+    }
+  }
+}
+
+}  // namespace cs
