@@ -197,7 +197,9 @@ class SageAttentionOverride:
             return True
         if sigmas is not self._sigma_obj:  # one host sync per step, not per call
             sigma = float(sigmas.max()) if isinstance(sigmas, torch.Tensor) else float(max(sigmas))
-            self._sigma_inside = cfg.sigma_end <= sigma <= cfg.sigma_start
+            # the host's sigmas are float32 tensors, the bounds Python floats: compare with float32 slack
+            slack = 1e-6 * max(abs(sigma), 1.0)
+            self._sigma_inside = cfg.sigma_end - slack <= sigma <= cfg.sigma_start + slack
             self._sigma_obj = sigmas
         return self._sigma_inside
 
