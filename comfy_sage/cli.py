@@ -58,8 +58,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     b.add_argument("--input", default=InputKind.GAUSSIAN.value, choices=[k.value for k in InputKind],
                    help="input distribution")
     b.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
-    b.add_argument("--reference-max-tokens", type=int, default=8192,
-                   help="on a GPU, skip the (slow, emulated) reference above this many tokens")
+    b.add_argument("--slow-max-tokens", type=int, default=8192,
+                   help="on a GPU, skip the reference emulation and SDPA's math kernel (both materialize "
+                        "the scores) above this many tokens")
     b.add_argument("--rep-ms", type=float, default=500.0, help="timed milliseconds per variant")
     b.add_argument("--json", metavar="PATH", help="write the results and the environment as JSON")
     args = parser.parse_args(argv)
@@ -88,7 +89,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("No CUDA GPU: timing needs an NVIDIA GPU. Accuracy of the reference backend "
               "(the numerics of each kernel variant) against float32 on small shapes:")
     rows = bench.run(shapes, device, dtype=getattr(torch, args.dtype), kind=InputKind(args.input),
-                     select=select, reference_max_tokens=args.reference_max_tokens, rep_ms=args.rep_ms)
+                     select=select, slow_max_tokens=args.slow_max_tokens, rep_ms=args.rep_ms)
     print(bench.format_table(rows))
     if args.json:
         with open(args.json, "w") as f:

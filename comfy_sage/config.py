@@ -116,6 +116,12 @@ class QuantConfig:
     fragment: Fragment = Fragment.MMA
     tiles: Tiles = MMA_TILES
 
+    def __post_init__(self):
+        # Accept the string values too ("int8", "per_warp"); store the enum members.
+        for name, enum in (("qk_quant", QKQuant), ("granularity", QKGranularity), ("pv_mode", PVMode),
+                           ("fragment", Fragment)):
+            object.__setattr__(self, name, enum.parse(getattr(self, name), name))
+
     @property
     def quantized(self) -> bool:
         return self.qk_quant is not QKQuant.NONE or self.pv_mode is not PVMode.NONE

@@ -1,0 +1,188 @@
+"""sageattn: validation errors, layouts, padding, dtypes, masks, backend choice."""
+
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import comfy_sage
+from comfy_sage import api, log, sageattn, select
+from comfy_sage.accuracy import errors, float32_attention, make_inputs
+
+
+def qkv(b=1, h=2, n=64, d=64, nk=None, hk=None, dtype=torch.float16, layout="HND", seed=0):
+    q, k, v = make_inputs("gaussian", b, h, n, d, kv_tokens=nk, kv_heads=hk, dtype=dtype, seed=seed)
+    if layout == "NHD":
+        q, k, v = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+    return q, k, v
+
+
+# --- validation: every error names the argument, the value and what is supported --------------
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda q, k, v: (q[0], k, v), r"q: expected a 4-D tensor \(B, H, N, D\) for tensor_layout='HND', got shape"),
+    (lambda q, k, v: (q, k.int(), v), r"k: expected dtype float16\|bfloat16\|float32, got torch.int32"),
+    (lambda q, k, v: (q, k, v.float()), r"q, k, v: expected one dtype"),
+    (lambda q, k, v: (q[:, :, :0], k, v), r"q: empty tensor"),
+    (lambda q, k, v: (q.transpose(2, 3), k, v), r"q: the last \(head\) dimension must be contiguous"),
+    (lambda q, k, v: (q, k[:, :, :10], v), r"k, v: expected the same shape"),
+    (lambda q, k, v: (q, k.repeat(2, 1, 1, 1), v.repeat(2, 1, 1, 1)), r"q, k: batch sizes differ"),
+    (lambda q, k, v: (q, k[..., :32].contiguous(), v[..., :32].contiguous()), r"head dims differ"),
+    (lambda q, k, v: (q.repeat(1, 3, 1, 1), k.repeat(1, 2, 1, 1), v.repeat(1, 2, 1, 1)),
+     r"k: 4 kv heads must divide the 6 query heads"),
+    (lambda q, k, v: (F.pad(q, (0, 200)), F.pad(k, (0, 200)), F.pad(v, (0, 200))),
+     r"q: head dim 264 is not supported; supported: 1..256"),
+    (lambda q, k, v: ("q", k, v), r"q: expected a torch.Tensor, got str"),
+])
+def test_tensor_errors(mutate, match):
+    q, k, v = mutate(*qkv())
+    with pytest.raises((ValueError, TypeError), match=match):
+        sageattn(q, k, v)
+    with pytest.raises((ValueError, TypeError), match=match):
+        select(q, k, v)  # select validates exactly as sageattn does
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(tensor_layout="BNHD"), ValueError, r"tensor_layout: expected one of HND\|NHD, got 'BNHD'"),
+    (dict(backend="flash3"), ValueError, r"backend: expected one of auto\|cuda\|triton\|reference\|sdpa"),
+    (dict(backend="reference", variant="int9qk"), ValueError, r"variant: expected one of int8qk-fp8pv\|"),
+    (dict(backend="sdpa", variant="int8qk-fp8pv"), ValueError, r"variant: for backend='sdpa' expected one of"),
+    (dict(backend="reference", pv_mode="fp4"), ValueError, r"pv_mode: expected one of none\|fp16\|"),
+    (dict(backend="reference", qk_granularity="per_head"), ValueError, r"qk_granularity: expected one of"),
+    (dict(backend="reference", qk_quant="int2"), ValueError, r"qk_quant: expected one of int8\|int4\|none"),
+    (dict(sm_scale=-1.0), ValueError, r"sm_scale: expected a positive finite number, got -1.0"),
+    (dict(sm_scale=float("nan")), ValueError, r"sm_scale: expected a positive finite number"),
+    (dict(is_causal="yes"), TypeError, r"is_causal: expected bool, got str"),
+    (dict(smooth_k=1), TypeError, r"smooth_k: expected bool, got int"),
+    (dict(tiles=(128, 32, 64)), TypeError, r"tiles: expected comfy_sage.config.Tiles"),
+    (dict(dropout_p=0.1), TypeError, r"unexpected keyword argument\(s\) \['dropout_p'\]"),
+    (dict(backend="cuda"), ValueError, r"backend='cuda' is not available here: "),
+    (dict(backend="triton"), ValueError, r"backend='triton' is not available here: "),
+])
+def test_argument_errors(kwargs, error, match):
+    if kwargs.get("backend") == "cuda" and comfy_sage.available_backends()["cuda"] is None:
+        pytest.skip("the cuda backend is available here")
+    with pytest.raises(error, match=match):
+        sageattn(*qkv(), **kwargs)
+
+
+def test_mask_errors_and_fallback():
+    q, k, v = qkv(n=48, nk=40)
+    with pytest.raises(ValueError, match=r"attn_mask: backend='reference' does not take masks"):
+        sageattn(q, k, v, backend="reference", attn_mask=torch.ones(48, 40, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"attn_mask: last two dims must broadcast to \(Lq=48, Lk=40\)"):
+        sageattn(q, k, v, attn_mask=torch.ones(48, 41, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"attn_mask: expected a bool or floating \(additive\) mask"):
+        sageattn(q, k, v, attn_mask=torch.ones(48, 40, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"attn_mask: expected 2 to 4 dimensions"):
+        sageattn(q, k, v, attn_mask=torch.ones(40, dtype=torch.bool))
+    mask = torch.rand(48, 40) > 0.3
+    mask[:, 0] = True
+    selection = select(q, k, v, attn_mask=mask)
+    assert selection.backend == "sdpa" and "mask" in selection.reason
+    out = sageattn(q, k, v, attn_mask=mask)
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+    assert errors(out, want).rel_l1 < 2e-3  # fp16 output rounding (2^-11) is all that separates them
+    additive = torch.randn(1, 2, 48, 40)
+    out = sageattn(q, k, v, attn_mask=additive)
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=additive)
+    assert errors(out, want).rel_l1 < 2e-3
+
+
+# --- behaviour -------------------------------------------------------------------------------
+
+def test_auto_picks_sdpa_and_says_why():
+    selection = select(*qkv())
+    assert selection == api.Selection("sdpa", "default", "no measured win over SDPA for this GPU and shape")
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_layouts_dtypes_and_lse(backend, layout, dtype):
+    q, k, v = qkv(h=4, hk=2, n=70, nk=77, d=64, dtype=dtype, layout=layout)
+    out, lse = sageattn(q, k, v, tensor_layout=layout, is_causal=True, return_lse=True, backend=backend)
+    assert out.dtype == dtype and out.shape == q.shape and lse.shape == (1, 4, 70) and lse.dtype == torch.float32
+    hnd = (lambda x: x.transpose(1, 2)) if layout == "NHD" else (lambda x: x)
+    ref = float32_attention(hnd(q), hnd(k), hnd(v), is_causal=True)
+    # bf16/fp16 output rounding plus (reference) the default INT8-QK + FP8-PV quantization.
+    assert errors(hnd(out), ref).rel_l1 < (0.04 if backend == "reference" else 0.01)
+    s = (hnd(q).float() @ hnd(k).float().repeat_interleave(2, 1).transpose(-1, -2)) / 8
+    s = s.masked_fill(torch.ones(70, 77, dtype=torch.bool).triu(1), float("-inf"))
+    # INT8 Q·K rounding moves scores by ≲ 0.03 here; SDPA's lse is the exact one.
+    assert (lse - torch.logsumexp(s, -1)).abs().max() < (0.05 if backend == "reference" else 1e-3)
+
+
+@pytest.mark.parametrize("d", [8, 40, 72, 96, 160, 256])
+def test_head_dims_are_padded_keeping_the_scale(d):
+    q, k, v = qkv(d=d, n=50, nk=60, dtype=torch.bfloat16)
+    out = sageattn(q, k, v, backend="reference", qk_quant="none", pv_mode="none")
+    assert out.shape == q.shape
+    # Unquantized: zero-padded channels change nothing; only the bf16 output rounding remains.
+    assert errors(out, float32_attention(q, k, v)).rel_l1 < 5e-3
+
+
+def test_sm_scale_is_used():
+    q, k, v = qkv()
+    out = sageattn(q, k, v, sm_scale=0.3, backend="reference", qk_quant="none", pv_mode="none")
+    assert errors(out, float32_attention(q, k, v, sm_scale=0.3)).rel_l1 < 2e-3
+
+
+def test_float32_inputs_computed_in_bf16_warn_once(caplog):
+    log.reset()
+    q, k, v = qkv(dtype=torch.float32)
+    with caplog.at_level(logging.WARNING, logger="comfy_sage"):
+        out = sageattn(q, k, v)
+        sageattn(q, k, v)
+    assert out.dtype == torch.float32
+    assert sum("float32 inputs are computed in bfloat16" in r.message for r in caplog.records) == 1
+    assert log.counts()["fp32 input"] == 2
+    # The bf16 rounding of inputs and output is visible (bf16 has an 8-bit significand).
+    err = errors(out, float32_attention(q, k, v)).rel_l1
+    assert 1e-4 < err < 1e-2
+
+
+def test_sageattention_package_keyword_alias():
+    q, k, v = qkv()
+    a = sageattn(q, k, v, backend="reference", qk_quant_gran="per_warp")
+    b = sageattn(q, k, v, backend="reference", qk_granularity="per_warp")
+    assert torch.equal(a, b)
+
+
+def test_positional_call_like_sageattention():
+    q, k, v = qkv(layout="NHD")
+    out = sageattn(q, k, v, "NHD", False, None, False)
+    assert out.shape == q.shape
+
+
+def test_variants_table():
+    table = comfy_sage.variants("cpu")
+    assert "reference.int8qk-fp8pv" in table and "sdpa.math" in table
+    assert not any(name.startswith("sdpa.flash") for name in table)  # a CUDA-only kernel
+    q, k, v = qkv()
+    for name, fn in table.items():
+        out = fn(q, k, v, tensor_layout="HND", is_causal=False)
+        assert out.shape == q.shape, name
+        assert errors(out, float32_attention(q, k, v)).rel_l1 < 0.25, name  # INT4 is the loosest
+
+
+def test_available_backends_says_why():
+    table = comfy_sage.available_backends()
+    assert set(table) == {"cuda", "triton", "reference", "sdpa"}
+    assert table["reference"] is None and table["sdpa"] is None
+    for reason in table.values():
+        assert reason is None or (isinstance(reason, str) and len(reason) > 10)
+
+
+def test_explicit_reference_matches_reference_module():
+    from comfy_sage import reference
+    from comfy_sage.backends.base import Call
+    from comfy_sage.config import QuantConfig, TensorLayout
+
+    q, k, v = qkv(dtype=torch.bfloat16)
+    out = sageattn(q, k, v, backend="reference", variant="int8qk-int8pv", smooth_q=True)
+    cfg = QuantConfig(pv_mode="int8", smooth_q=True)
+    want = reference.attention(q, k, v, Call(TensorLayout.HND, False, 1 / math.sqrt(64), False, cfg))
+    assert torch.equal(out, want)
