@@ -17,15 +17,15 @@ constexpr int kNumPV = 5;
 constexpr int kNumGran = 3;
 
 // P·V modes whose V operand is 8-bit (stored transposed, token-permuted, per-channel scaled).
-constexpr bool pv_is_8bit(PV m) { return m == PV::FP8 || m == PV::FP8_ACC16 || m == PV::INT8; }
-constexpr bool pv_is_fp8(PV m) { return m == PV::FP8 || m == PV::FP8_ACC16; }
+__host__ __device__ constexpr bool pv_is_8bit(PV m) { return m == PV::FP8 || m == PV::FP8_ACC16 || m == PV::INT8; }
+__host__ __device__ constexpr bool pv_is_fp8(PV m) { return m == PV::FP8 || m == PV::FP8_ACC16; }
 // The static P scale: P in [0,1] is mapped onto the operand format's range.
-constexpr float pv_p_scale(PV m) { return m == PV::INT8 ? 255.f : (pv_is_fp8(m) ? 448.f : 1.f); }
+__host__ __device__ constexpr float pv_p_scale(PV m) { return m == PV::INT8 ? 255.f : (pv_is_fp8(m) ? 448.f : 1.f); }
 // max|V[:, d]| maps onto this value (per channel).
-constexpr float pv_v_target(PV m) { return m == PV::INT8 ? 127.f : (m == PV::FP8 ? 448.f : 2.25f); }
+__host__ __device__ constexpr float pv_v_target(PV m) { return m == PV::INT8 ? 127.f : (m == PV::FP8 ? 448.f : 2.25f); }
 // Lowest SM (major*10+minor) that runs a mode natively or at all.
 constexpr int pv_min_arch(PV m) { return pv_is_fp8(m) ? 89 : 80; }
 
-constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 }  // namespace cs

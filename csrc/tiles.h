@@ -12,9 +12,10 @@ struct TileShape {
   int blk_k;   // kv tokens per main-loop step
 };
 
-// gen-1 mma.sync kernels: one shape for every arch and variant (4 warps x 32 rows, 64 keys).
-constexpr TileShape tiles_for(int /*head_dim*/, PV /*mode*/, int /*arch*/) {
-  return TileShape{/*blk_q=*/128, /*warp_q=*/32, /*blk_k=*/64};
+// gen-1 mma.sync kernels: one shape for every arch and variant (8 warps x 16 rows, 64 keys).
+// warp_q=32 (4 warps) spilled at D=128: O (128 regs) + S (64) + fragments went past 255.
+__host__ __device__ constexpr TileShape tiles_for(int /*head_dim*/, PV /*mode*/, int /*arch*/) {
+  return TileShape{/*blk_q=*/128, /*warp_q=*/16, /*blk_k=*/64};
 }
 constexpr TileShape kTiles = tiles_for(128, PV::FP16, 80);
 

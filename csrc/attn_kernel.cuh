@@ -1,0 +1,346 @@
+// INT8 Q·Kᵀ attention with mma.sync, one P·V mode per instantiation.
+//
+// CTA: BLK_Q=128 query rows, 8 warps of WARP_Q=16 rows (one m16 tile each); the KV sequence
+// is walked in blocks of BLK_K=64 with cp.async double buffering of K and V. Q fragments are
+// re-read from smem each k32 step. Scores are scaled into base-2 units (sm_scale*log2e folded
+// into the Q scale) and the online softmax uses exp2. Roles: params.h (no torch), tiles.h
+// (shapes), this file (mainloop + epilogue + launch), instantiations/*.cu (one per variant).
+#pragma once
+#include "common.cuh"
+#include "tiles.h"
+#include "params.h"
+#include "memory.cuh"
+#include "mma.cuh"
+#include "convert.cuh"
+
+namespace cs {
+
+template <int D, PV MODE>
+struct AttnCfg {
+  static_assert(D == 64 || D == 128, "head_dim: the mma.sync kernels support 64 and 128");
+  static constexpr TileShape T = tiles_for(D, MODE, 80);
+  static constexpr int BLK_Q = T.blk_q, WARP_Q = T.warp_q, BLK_K = T.blk_k;
+  static_assert(BLK_Q == 128 && WARP_Q == 16 && BLK_K == 64, "the fragment code below assumes 128/16/64");
+  static constexpr int WARPS = BLK_Q / WARP_Q;
+  static constexpr int THREADS = WARPS * 32;
+  static constexpr int MT = WARP_Q / 16;   // m16 tiles per warp
+  static constexpr int NS = BLK_K / 8;     // n8 tiles of S
+  static constexpr int NO = D / 8;         // n8 tiles of O
+  static constexpr int KQ = D / 32;        // k32 steps of Q·Kᵀ
+  static constexpr bool V8 = pv_is_8bit(MODE);
+  static constexpr int QK_CHUNKS = D / 16;                 // 16-byte chunks per Q/K row
+  static constexpr int V_ROWS = V8 ? D : BLK_K;            // V^T rows = channels; V rows = tokens
+  static constexpr int V_CHUNKS = V8 ? BLK_K / 16 : D / 8; // 16-byte chunks per V row
+  static constexpr int Q_BYTES = BLK_Q * D;
+  static constexpr int K_BYTES = BLK_K * D;
+  static constexpr int V_BYTES = V_ROWS * V_CHUNKS * 16;
+  static constexpr int SMEM = Q_BYTES + 2 * (K_BYTES + V_BYTES);
+  static_assert(NS % 4 == 0, "8-bit P·V consumes S in k32 steps (4 n8 tiles)");
+};
+
+template <int D, PV MODE>
+__global__ void __launch_bounds__(AttnCfg<D, MODE>::THREADS)
+attn_kernel(const __grid_constant__ AttnParams p) {
+  using C = AttnCfg<D, MODE>;
+  constexpr int MT = C::MT, NS = C::NS, NO = C::NO, KQ = C::KQ;
+  extern __shared__ __align__(128) uint8_t smem[];
+  uint8_t* sQ = smem;
+  uint8_t* sK0 = smem + C::Q_BYTES;
+  uint8_t* sV0 = sK0 + 2 * C::K_BYTES;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int qb = gridDim.x - 1 - blockIdx.x;  // heavy (causal) tiles first
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int hk = h / (p.Hq / p.Hkv);
+  const int q0 = qb * C::BLK_Q;
+  const int wq0 = q0 + warp * C::WARP_Q;
+
+  const uint8_t* gQ = reinterpret_cast<const uint8_t*>(p.q8) + ((int64_t)(b * p.Hq + h) * p.Lq_pad + q0) * D;
+  const uint8_t* gK = reinterpret_cast<const uint8_t*>(p.k8) + (int64_t)(b * p.Hkv + hk) * p.Lk_pad * D;
+  const uint8_t* gV = reinterpret_cast<const uint8_t*>(p.v) + (int64_t)(b * p.Hkv + hk) * p.Lk_pad * D * (C::V8 ? 1 : 2);
+  const float* kscale = p.k_scale + (int64_t)(b * p.Hkv + hk) * p.k_scales_per_head;
+
+  const int kv_end = p.causal ? min(p.Lk, q0 + C::BLK_Q) : p.Lk;
+  const int nkb = ceil_div(kv_end, C::BLK_K);
+
+  auto load_kv = [&](int kb, int stage) {
+    load_tile_async<C::BLK_K, C::QK_CHUNKS, C::THREADS>(sK0 + stage * C::K_BYTES, gK + (int64_t)kb * C::BLK_K * D, D, tid);
+    if constexpr (C::V8) {
+      load_tile_async<C::V_ROWS, C::V_CHUNKS, C::THREADS>(sV0 + stage * C::V_BYTES, gV + (int64_t)kb * C::BLK_K, p.Lk_pad, tid);
+    } else {
+      load_tile_async<C::V_ROWS, C::V_CHUNKS, C::THREADS>(sV0 + stage * C::V_BYTES, gV + (int64_t)kb * C::BLK_K * D * 2, D * 2, tid);
+    }
+  };
+
+  load_tile_async<C::BLK_Q, C::QK_CHUNKS, C::THREADS>(sQ, gQ, D, tid);
+  load_kv(0, 0);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // This thread's Q scale (one per thread at every granularity), with sm_scale*log2e folded in.
+  const float qs = p.q_scale[(int64_t)(b * p.Hq + h) * p.q_scales_per_head +
+                             (wq0 / p.q_scale_rows) * p.q_groups + (g % p.q_groups)] * p.sm_scale_log2;
+
+  float o[MT][NO][4];
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int n = 0; n < NO; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) o[m][n][i] = 0.f;
+  float m_run[MT][2], l_run[MT][2];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) { m_run[m][0] = m_run[m][1] = -INFINITY; l_run[m][0] = l_run[m][1] = 0.f; }
+
+  for (int kb = 0; kb < nkb; ++kb) {
+    const int stage = kb & 1;
+    if (kb + 1 < nkb) load_kv(kb + 1, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const uint8_t* sK = sK0 + stage * C::K_BYTES;
+    const uint8_t* sV = sV0 + stage * C::V_BYTES;
+    const int k0 = kb * C::BLK_K;
+    // A warp whose rows all precede this block's first key has nothing to do here (causal).
+    const bool active = !(p.causal && k0 > wq0 + C::WARP_Q - 1);
+    if (active) {
+      // ---- S = Q·Kᵀ (int32) ----
+      int sacc[MT][NS][4];
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int j = 0; j < NS; ++j)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) sacc[m][j][i] = 0;
+#pragma unroll
+      for (int kk = 0; kk < KQ; ++kk)
+#pragma unroll
+      {
+        // Q fragments (A of m16n8k32) re-read from smem each step: keeping all of them in
+        // registers (32 regs at D=128) pushed the D=128 kernels past 255 registers (spills).
+        uint32_t qf[MT][4];
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          const int r = warp * C::WARP_Q + m * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+          ldmatrix_x4(qf[m], sQ + swz<C::QK_CHUNKS>(r, kk * 2 + (lane >> 4)));
+        }
+#pragma unroll
+        for (int jp = 0; jp < NS / 2; ++jp) {
+          uint32_t kf[4];
+          const int r = jp * 16 + (lane & 7) + (lane >> 4) * 8;
+          ldmatrix_x4(kf, sK + swz<C::QK_CHUNKS>(r, kk * 2 + ((lane >> 3) & 1)));
+#pragma unroll
+          for (int m = 0; m < MT; ++m) {
+            mma_s8s8(sacc[m][2 * jp], qf[m], kf[0], kf[1]);
+            mma_s8s8(sacc[m][2 * jp + 1], qf[m], kf[2], kf[3]);
+          }
+        }
+      }
+      // ---- scale to base-2 logits, mask, online softmax ----
+      const float f = qs * kscale[kb * p.k_groups + (t % p.k_groups)];
+      const bool need_mask = (k0 + C::BLK_K > p.Lk) || (p.causal && k0 + C::BLK_K - 1 > wq0);
+      float s[MT][NS][4];
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int j = 0; j < NS; ++j)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            float x = static_cast<float>(sacc[m][j][i]) * f;
+            if (need_mask) {
+              const int row = wq0 + m * 16 + g + (i >> 1) * 8;
+              const int col = k0 + j * 8 + 2 * t + (i & 1);
+              if (col >= p.Lk || (p.causal && col > row)) x = -INFINITY;
+            }
+            s[m][j][i] = x;
+          }
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          float mx = -INFINITY;
+#pragma unroll
+          for (int j = 0; j < NS; ++j) mx = fmaxf(mx, fmaxf(s[m][j][2 * hf], s[m][j][2 * hf + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          const float m_new = fmaxf(m_run[m][hf], mx);
+          const float m_use = (m_new == -INFINITY) ? 0.f : m_new;  // no key seen yet: exp2 gives 0, not NaN
+          const float alpha = exp2f(m_run[m][hf] - m_use);
+          m_run[m][hf] = m_new;
+          float sum = 0.f;
+#pragma unroll
+          for (int j = 0; j < NS; ++j) {
+            s[m][j][2 * hf] = exp2f(s[m][j][2 * hf] - m_use);
+            s[m][j][2 * hf + 1] = exp2f(s[m][j][2 * hf + 1] - m_use);
+            sum += s[m][j][2 * hf] + s[m][j][2 * hf + 1];
+          }
+          l_run[m][hf] = l_run[m][hf] * alpha + sum;
+#pragma unroll
+          for (int n = 0; n < NO; ++n) { o[m][n][2 * hf] *= alpha; o[m][n][2 * hf + 1] *= alpha; }
+        }
+      // ---- O += P·V ----
+      if constexpr (MODE == PV::FP16 || MODE == PV::FP16_ACC16) {
+        uint32_t pa[MT][NS / 2][4];  // k16 steps: S tiles 2kk (a0,a1) and 2kk+1 (a2,a3)
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int kk = 0; kk < NS / 2; ++kk) {
+            pa[m][kk][0] = pack_half2(s[m][2 * kk][0], s[m][2 * kk][1]);
+            pa[m][kk][1] = pack_half2(s[m][2 * kk][2], s[m][2 * kk][3]);
+            pa[m][kk][2] = pack_half2(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+            pa[m][kk][3] = pack_half2(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+          }
+        if constexpr (MODE == PV::FP16) {
+#pragma unroll
+          for (int kk = 0; kk < NS / 2; ++kk)
+#pragma unroll
+            for (int dp = 0; dp < NO / 2; ++dp) {
+              uint32_t vf[4];
+              const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+              ldmatrix_x4_trans(vf, sV + swz<C::V_CHUNKS>(r, 2 * dp + (lane >> 4)));
+#pragma unroll
+              for (int m = 0; m < MT; ++m) {
+                mma_f16_f32(o[m][2 * dp], pa[m][kk], vf[0], vf[1]);
+                mma_f16_f32(o[m][2 * dp + 1], pa[m][kk], vf[2], vf[3]);
+              }
+            }
+        } else {  // FP16_ACC16: fp16 accumulation inside the block, flushed to fp32
+#pragma unroll
+          for (int dp = 0; dp < NO / 2; ++dp) {
+            uint32_t c[MT][2][2] = {};
+#pragma unroll
+            for (int kk = 0; kk < NS / 2; ++kk) {
+              uint32_t vf[4];
+              const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+              ldmatrix_x4_trans(vf, sV + swz<C::V_CHUNKS>(r, 2 * dp + (lane >> 4)));
+#pragma unroll
+              for (int m = 0; m < MT; ++m) {
+                mma_f16_f16(c[m][0], pa[m][kk], vf[0], vf[1]);
+                mma_f16_f16(c[m][1], pa[m][kk], vf[2], vf[3]);
+              }
+            }
+#pragma unroll
+            for (int m = 0; m < MT; ++m)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&c[m][e][0]));
+                const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&c[m][e][1]));
+                o[m][2 * dp + e][0] += lo.x; o[m][2 * dp + e][1] += lo.y;
+                o[m][2 * dp + e][2] += hi.x; o[m][2 * dp + e][3] += hi.y;
+              }
+          }
+        }
+      } else {
+        // 8-bit P: k32 step kk takes S tiles 4kk..4kk+3; V^T was stored token-permuted to match.
+        uint32_t pa[MT][NS / 4][4];
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int kk = 0; kk < NS / 4; ++kk)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              const int j = 4 * kk + (r >> 1) * 2;  // reg0/1: tiles 4kk,4kk+1; reg2/3: 4kk+2,4kk+3
+              const int e = (r & 1) * 2;            // even regs row g (c0,c1), odd regs row g+8 (c2,c3)
+              if constexpr (MODE == PV::INT8) {
+                pa[m][kk][r] = pack_u8x4(s[m][j][e], s[m][j][e + 1], s[m][j + 1][e], s[m][j + 1][e + 1]);
+              } else {
+                constexpr float PS = pv_p_scale(MODE);
+                pa[m][kk][r] = pack_e4m3x4(s[m][j][e] * PS, s[m][j][e + 1] * PS, s[m][j + 1][e] * PS, s[m][j + 1][e + 1] * PS);
+              }
+            }
+#pragma unroll
+        for (int dp = 0; dp < NO / 2; ++dp) {
+          uint32_t vf[NS / 4][4];
+#pragma unroll
+          for (int kk = 0; kk < NS / 4; ++kk) {
+            const int r = dp * 16 + (lane & 7) + (lane >> 4) * 8;
+            ldmatrix_x4(vf[kk], sV + swz<C::V_CHUNKS>(r, kk * 2 + ((lane >> 3) & 1)));
+          }
+#pragma unroll
+          for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              if constexpr (MODE == PV::INT8) {
+                int c[4] = {0, 0, 0, 0};  // exact int32 sum over the block
+#pragma unroll
+                for (int kk = 0; kk < NS / 4; ++kk) mma_u8s8(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
+#pragma unroll
+                for (int i = 0; i < 4; ++i) o[m][2 * dp + e][i] += static_cast<float>(c[i]);
+              } else if constexpr (MODE == PV::FP8) {
+                float c[4] = {0.f, 0.f, 0.f, 0.f};  // fresh fp32 tile per block (two-level accumulation)
+#pragma unroll
+                for (int kk = 0; kk < NS / 4; ++kk) mma_e4m3_f32(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
+#pragma unroll
+                for (int i = 0; i < 4; ++i) o[m][2 * dp + e][i] += c[i];
+              } else {
+                uint32_t c[2] = {0u, 0u};  // fp16 accumulation inside the block (SageAttention2++)
+#pragma unroll
+                for (int kk = 0; kk < NS / 4; ++kk) mma_e4m3_f16(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
+                const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&c[0]));
+                const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&c[1]));
+                o[m][2 * dp + e][0] += lo.x; o[m][2 * dp + e][1] += lo.y;
+                o[m][2 * dp + e][2] += hi.x; o[m][2 * dp + e][3] += hi.y;
+              }
+            }
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's cp.async overwrites this stage
+  }
+
+  // ---- epilogue: O / l (times V's per-channel scale / P scale for 8-bit modes) ----
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float l = l_run[m][hf];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      l_run[m][hf] = l;
+    }
+  const float* vscale = p.v_scale + (int64_t)(b * p.Hkv + hk) * D;
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int row = wq0 + m * 16 + g + hf * 8;
+      if (row >= p.Lq) continue;
+      const float l = l_run[m][hf];
+      const float inv_l = l > 0.f ? 1.f / l : 0.f;
+      char* orow = reinterpret_cast<char*>(p.o) + ((int64_t)b * p.o_sb + (int64_t)h * p.o_sh + (int64_t)row * p.o_sn) * 2;
+#pragma unroll
+      for (int n = 0; n < NO; ++n) {
+        const int d = n * 8 + 2 * t;
+        float x0 = o[m][n][2 * hf], x1 = o[m][n][2 * hf + 1];
+        if constexpr (C::V8) {
+          constexpr float inv_ps = 1.f / pv_p_scale(MODE);
+          x0 *= vscale[d] * inv_ps;
+          x1 *= vscale[d + 1] * inv_ps;
+        }
+        x0 *= inv_l; x1 *= inv_l;
+        if (p.out_bf16) *reinterpret_cast<__nv_bfloat162*>(orow + d * 2) = __floats2bfloat162_rn(x0, x1);
+        else *reinterpret_cast<__half2*>(orow + d * 2) = __floats2half2_rn(x0, x1);
+      }
+      if (p.lse != nullptr && t == 0) {
+        const int64_t idx = (int64_t)(b * p.Hq + h) * p.Lq + row;
+        float lse = l > 0.f ? (m_run[m][hf] + log2f(l)) * 0.69314718055994531f : -INFINITY;
+        if (p.lse_corr != nullptr) lse += p.lse_corr[idx];
+        p.lse[idx] = lse;
+      }
+    }
+}
+
+template <int D, PV MODE>
+cudaError_t launch_attn(const AttnParams& p, cudaStream_t stream) {
+  using C = AttnCfg<D, MODE>;
+  auto kernel = attn_kernel<D, MODE>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(p.Lq_pad / C::BLK_Q, p.Hq, p.B);
+  kernel<<<grid, C::THREADS, C::SMEM, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace cs
