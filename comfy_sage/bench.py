@@ -212,12 +212,15 @@ def environment(device: torch.device) -> dict:
 
 
 def _git_sha() -> Optional[str]:
+    if os.environ.get("COMFY_SAGE_GIT_SHA"):  # set by bench scripts on machines without git metadata
+        return os.environ["COMFY_SAGE_GIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=os.path.dirname(os.path.abspath(__file__)))
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None
+    sha = out.stdout.strip()
+    return sha if len(sha) == 40 and all(c in "0123456789abcdef" for c in sha) else None
 
 
 def _driver_version() -> Optional[str]:
