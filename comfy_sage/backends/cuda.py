@@ -1,0 +1,198 @@
+"""The native CUDA backend: csrc/ compiled by ``comfy_sage.build``, loaded with ctypes.
+
+One ``torch.library`` custom op, ``comfy_sage::cuda_attention``, wraps the C ABI's
+``cs_attention`` (with a fake implementation, so torch.compile traces through it). Tile
+sizes and scale counts come from the library (``cs_query_tiles``), never from literals here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import build
+from ..config import PVMode, QKGranularity, QKQuant, Tiles, VARIANTS, variant_name
+from .base import Call, to_hnd
+
+# Codes of the C ABI (csrc/common.cuh: enum class PV, Gran, DType).
+PV_CODES = {PVMode.FP16: 0, PVMode.FP8: 1, PVMode.FP8_ACC16: 2, PVMode.INT8: 3, PVMode.FP16_ACC16: 4}
+GRAN_CODES = {QKGranularity.PER_THREAD: 0, QKGranularity.PER_WARP: 1, QKGranularity.PER_BLOCK: 2}
+DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
+HEAD_DIMS = (64, 128)
+_I64x3 = ctypes.c_int64 * 3
+
+
+class CudaError(RuntimeError):
+    """A failure reported by the native library (names the arch and the variant)."""
+
+
+@functools.lru_cache(maxsize=None)
+def _device_arch(index: int) -> int:
+    major, minor = torch.cuda.get_device_capability(index)
+    return major * 10 + minor
+
+
+@functools.lru_cache(maxsize=None)
+def _load(arch: int):
+    """The ctypes handle of the cached library covering ``arch`` (None when not built)."""
+    path: Optional[Path] = build.find_library(arch)
+    if path is None:
+        return None
+    lib = ctypes.CDLL(str(path))
+    c_int, c_size, c_void, c_float = ctypes.c_int, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_float
+    p_int = ctypes.POINTER(c_int)
+    lib.cs_abi_version.restype = c_int
+    lib.cs_last_error.restype = ctypes.c_char_p
+    lib.cs_query_tiles.argtypes = [c_int, c_int, c_int, p_int, p_int, p_int]
+    lib.cs_scale_count.argtypes = [c_int, c_int, c_int, c_int, c_int, ctypes.POINTER(ctypes.c_int64)]
+    lib.cs_variant_supported.argtypes = [c_int, c_int, c_int]
+    lib.cs_workspace_bytes.argtypes = [c_int] * 10 + [ctypes.POINTER(c_size)]
+    lib.cs_attention.argtypes = (
+        [c_void, c_void, c_void, c_void, c_void] + [c_int] * 7 + [_I64x3] * 4
+        + [c_int, c_int, c_int, c_int, c_float, c_void, c_size, c_void]
+    )
+    for name in ("cs_query_tiles", "cs_scale_count", "cs_variant_supported", "cs_workspace_bytes", "cs_attention"):
+        getattr(lib, name).restype = c_int
+    if lib.cs_abi_version() != 1:
+        return None
+    return lib
+
+
+def _lib_for(device: torch.device):
+    return _load(_device_arch(device.index if device.index is not None else torch.cuda.current_device()))
+
+
+def _check(lib, rc: int, arch: int, variant: str) -> None:
+    if rc != 0:
+        msg = lib.cs_last_error().decode(errors="replace")
+        raise CudaError(f"comfy_sage cuda backend (sm_{arch}, variant {variant}): {msg}")
+
+
+def tiles(pv_mode: PVMode = PVMode.FP16, head_dim: int = 128, arch: Optional[int] = None) -> Tiles:
+    """The kernel's tile sizes (the quantization groups follow them), as the library reports."""
+    if arch is None:
+        arch = _device_arch(torch.cuda.current_device())
+    lib = _load(arch)
+    if lib is None:
+        raise CudaError(f"comfy_sage cuda backend: no library built for sm_{arch}")
+    out = [ctypes.c_int() for _ in range(3)]
+    _check(lib, lib.cs_query_tiles(PV_CODES[pv_mode], head_dim, arch, *(ctypes.byref(o) for o in out)), arch,
+           variant_name(QKQuant.INT8, pv_mode))
+    return Tiles(blk_q=out[0].value, warp_q=out[1].value, blk_k=out[2].value)
+
+
+def _strides(x: torch.Tensor, layout_code: int) -> "ctypes.Array":
+    s = x.stride()
+    return _I64x3(s[0], s[1], s[2]) if layout_code == 0 else _I64x3(s[0], s[2], s[1])
+
+
+def _usable(x: torch.Tensor) -> torch.Tensor:
+    """In place when the kernels can read it (last dim contiguous, 16-byte aligned rows), else a copy."""
+    ok = x.stride(-1) == 1 and x.data_ptr() % 16 == 0 and all(s % 8 == 0 for s in x.stride()[:-1])
+    return x if ok else x.contiguous()
+
+
+@torch.library.custom_op("comfy_sage::cuda_attention", mutates_args=())
+def cuda_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: int, is_causal: bool,
+                   sm_scale: float, return_lse: bool, pv_mode: int, granularity: int,
+                   smooth_k: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k, v in layout 0 (HND: B,H,N,D) or 1 (NHD: B,N,H,D); returns (out in q's layout, lse
+    (B,Hq,Lq) fp32, or an empty tensor when return_lse is False)."""
+    q, k, v = _usable(q), _usable(k), _usable(v)
+    arch = _device_arch(q.device.index)
+    lib = _load(arch)
+    pv_name = next(m for m, c in PV_CODES.items() if c == pv_mode)
+    variant = variant_name(QKQuant.INT8, pv_name)
+    if lib is None:
+        raise CudaError(f"comfy_sage cuda backend (sm_{arch}, variant {variant}): library not built for this GPU")
+    if layout == 0:
+        B, Hq, Lq, D = q.shape
+        Hkv, Lk = k.shape[1], k.shape[2]
+    else:
+        B, Lq, Hq, D = q.shape
+        Lk, Hkv = k.shape[1], k.shape[2]
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, Hq, Lq) if return_lse else (0,), dtype=torch.float32, device=q.device)
+    nbytes = ctypes.c_size_t()
+    _check(lib, lib.cs_workspace_bytes(B, Hq, Hkv, Lq, Lk, D, pv_mode, granularity, int(smooth_k), int(return_lse),
+                                       ctypes.byref(nbytes)), arch, variant)
+    ws = torch.empty(max(nbytes.value, 1), dtype=torch.uint8, device=q.device)
+    with torch.cuda.device(q.device):
+        stream = torch.cuda.current_stream(q.device).cuda_stream
+        rc = lib.cs_attention(
+            q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr() if return_lse else None,
+            DTYPE_CODES[q.dtype], B, Hq, Hkv, Lq, Lk, D,
+            _strides(q, layout), _strides(k, layout), _strides(v, layout), _strides(out, layout),
+            pv_mode, granularity, int(smooth_k), int(is_causal), float(sm_scale), ws.data_ptr(), nbytes.value, stream)
+    _check(lib, rc, arch, variant)
+    return out, lse
+
+
+@cuda_attention.register_fake
+def _(q, k, v, layout, is_causal, sm_scale, return_lse, pv_mode, granularity, smooth_k):
+    B, Hq, Lq = (q.shape[0], q.shape[1], q.shape[2]) if layout == 0 else (q.shape[0], q.shape[2], q.shape[1])
+    out = q.new_empty(q.shape)
+    lse = q.new_empty((B, Hq, Lq) if return_lse else (0,), dtype=torch.float32)
+    return out, lse
+
+
+class CudaBackend:
+    name = "cuda"
+
+    def availability(self) -> Optional[str]:
+        if not torch.cuda.is_available():
+            return "no CUDA device is visible to PyTorch"
+        arch = _device_arch(torch.cuda.current_device())
+        if _load(arch) is None:
+            return (f"the native library is not built for sm_{arch} from the current sources: "
+                    f"run `python install.py` or `python -m comfy_sage.build`")
+        return None
+
+    def variants(self, device: torch.device) -> list[str]:
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return []
+        arch = _device_arch(device.index if device.index is not None else torch.cuda.current_device())
+        lib = _load(arch)
+        if lib is None:
+            return []
+        return [name for name, (qk, pv) in VARIANTS.items()
+                if qk is QKQuant.INT8 and pv in PV_CODES and lib.cs_variant_supported(PV_CODES[pv], 128, arch)]
+
+    def unsupported(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: Call) -> Optional[str]:
+        cfg = call.cfg
+        if q.device.type != "cuda":
+            return f"q: expected a CUDA tensor, got device {q.device}"
+        if q.dtype not in DTYPE_CODES:
+            return f"q: expected dtype float16|bfloat16, got {q.dtype}"
+        if q.shape[-1] not in HEAD_DIMS:
+            return f"head_dim: the cuda backend supports 64|128, got {q.shape[-1]}"
+        if cfg.qk_quant is not QKQuant.INT8:
+            return f"qk_quant: the cuda backend supports int8, got {cfg.qk_quant.value}"
+        if cfg.smooth_q:
+            return "smooth_q: not implemented by the cuda backend"
+        if cfg.pv_mode not in PV_CODES:
+            return f"pv_mode: the cuda backend supports {'|'.join(m.value for m in PV_CODES)}, got {cfg.pv_mode.value}"
+        arch = _device_arch(q.device.index)
+        lib = _load(arch)
+        if lib is None:
+            return f"the native library is not built for sm_{arch}"
+        if not lib.cs_variant_supported(PV_CODES[cfg.pv_mode], q.shape[-1], arch):
+            return f"variant {cfg.variant} is not available on sm_{arch}"
+        hq, hk = (q.shape[1], k.shape[1]) if call.layout == "HND" else (q.shape[2], k.shape[2])
+        if hq > 65535 or q.shape[0] > 65535:
+            return "batch and head counts above 65535 are not supported"
+        return None
+
+    def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: Call):
+        cfg = call.cfg
+        out, lse = torch.ops.comfy_sage.cuda_attention(
+            q, k, v, 0 if call.layout == "HND" else 1, bool(call.is_causal), float(call.sm_scale),
+            bool(call.return_lse), PV_CODES[cfg.pv_mode], GRAN_CODES[cfg.granularity], bool(cfg.smooth_k))
+        return (out, lse) if call.return_lse else out
+
+
+BACKEND = CudaBackend()
