@@ -35,6 +35,7 @@ def qkv(b=1, h=2, n=64, d=64, nk=None, hk=None, dtype=torch.float16, layout="HND
     (lambda q, k, v: (F.pad(q, (0, 200)), F.pad(k, (0, 200)), F.pad(v, (0, 200))),
      r"q: head dim 264 is not supported; supported: 1..256"),
     (lambda q, k, v: ("q", k, v), r"q: expected a torch.Tensor, got str"),
+    (lambda q, k, v: (q, k.to("meta"), v), r"q, k, v: expected one device, got cpu, meta, cpu"),
 ])
 def test_tensor_errors(mutate, match):
     q, k, v = mutate(*qkv())
