@@ -85,3 +85,172 @@ def test_node_patches_every_diffusion_attention_call(host, bf16_on_cpu, model_fi
     # the input model is untouched: sampling it again reproduces the unpatched run bit for bit
     again, _ = run(host, patcher, spec, monkeypatch)
     assert torch.equal(again, base)
+
+
+# -- behaviour on one model (Wan 2.1 t2v unless the case needs another) -----------------------------
+@pytest.fixture
+def wan(host, bf16_on_cpu, model_files):
+    spec = tm.SPECS["wan21_t2v"]
+    return spec, tm.load(host, spec, model_files["wan21_t2v"])
+
+
+def stats_of(patched):
+    return find(patched.model_options["transformer_options"]).stats.snapshot()["total"]
+
+
+def test_low_precision_attention_false_is_not_quantized(host, wan, monkeypatch):
+    """Newer hosts flag precision-critical calls with low_precision_attention=False (0.8.0 does not
+    yet): emulate that host on the cross-attention calls and check they keep the host attention."""
+    spec, patcher = wan
+    import comfy.ldm.wan.model as wan_model
+
+    original = wan_model.optimized_attention
+    flagged = []
+
+    def newer_host(q, k, v, *args, **kwargs):
+        if k.shape[1] != q.shape[1]:  # cross-attention to the text
+            kwargs["low_precision_attention"] = False
+            flagged.append(1)
+        return original(q, k, v, *args, **kwargs)
+
+    patched = apply_node(host, patcher)
+    monkeypatch.setattr(wan_model, "optimized_attention", newer_host)
+    tm.sample(host, patched, spec)
+    stats = stats_of(patched)
+    assert flagged and stats["fallback"] == {ov.LOW_PRECISION_OFF: len(flagged)}
+    assert stats["ours"] == stats["calls"] - len(flagged) > 0
+    cross = [s for s in stats["by_shape"] if s["q_tokens"] != s["kv_tokens"]]
+    assert cross and all(OURS not in s for s in cross)
+
+
+def test_chaining_with_another_override(host, wan):
+    spec, patcher = wan
+    seen = []
+
+    def other_node_override(func, *args, **kwargs):  # e.g. a node that records attention calls
+        seen.append(func)
+        return func(*args, **kwargs)
+
+    other = patcher.clone()
+    other.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = other_node_override
+    patched = apply_node(host, other)
+    tm.sample(host, patched, spec)
+    stats = stats_of(patched)
+    assert len(seen) == stats["calls"] == stats["ours"] > 0, "both overrides ran on every call"
+    assert other.model_options["transformer_options"]["optimized_attention_override"] is other_node_override
+    # applying the node twice keeps one of ours (the later settings) over the other override
+    twice = apply_node(host, patched, smooth_q=True)
+    fn = find(twice.model_options["transformer_options"])
+    assert fn.previous is other_node_override and fn.config.smooth_q
+
+
+def test_outside_the_schedule_window_host_attention_runs(host, wan, monkeypatch):
+    spec, patcher = wan
+    patched = apply_node(host, patcher, start_percent=0.5, end_percent=1.0)
+    counter = tm.AttentionCounter(monkeypatch, spec.attention_modules)
+    tm.sample(host, patched, spec, steps=4)
+    stats = stats_of(patched)
+    per_step = len(counter.calls) // 4
+    # flow sigmas 1.0 → 0: with shift 8 most of the first steps lie above percent 0.5's sigma
+    assert stats["fallback"].get(ov.OUTSIDE_WINDOW, 0) % per_step == 0
+    assert 0 < stats["fallback"][ov.OUTSIDE_WINDOW] < stats["calls"] and stats["ours"] > 0
+    full = apply_node(host, patcher, start_percent=1.0, end_percent=1.0)  # a window of no sampled step
+    tm.sample(host, full, spec, steps=4)
+    assert stats_of(full)["ours"] == 0
+
+
+def test_full_precision_blocks(host, wan):
+    spec, patcher = wan  # 2 blocks, 2 attention calls each per forward
+    patched = apply_node(host, patcher, full_precision_first_blocks=1)
+    tm.sample(host, patched, spec)
+    stats = stats_of(patched)
+    assert stats["fallback"] == {ov.FULL_PRECISION_BLOCK: stats["calls"] // 2} and stats["ours"] == stats["calls"] // 2
+
+
+def test_flux_keeps_last_single_block_exact(host, bf16_on_cpu, model_files):
+    spec = tm.SPECS["flux"]  # 1 double block then 2 single blocks: 3 calls per forward
+    patched = apply_node(host, tm.load(host, spec, model_files["flux"]), full_precision_last_blocks=1)
+    tm.sample(host, patched, spec)
+    stats = stats_of(patched)
+    assert stats["fallback"] == {ov.FULL_PRECISION_BLOCK: stats["calls"] // 3}
+
+
+def test_masked_calls_keep_host_attention(host, bf16_on_cpu, model_files, monkeypatch):
+    spec = tm.SPECS["hunyuan_video"]
+    mask = torch.tensor([[1] * 10 + [0] * 2])  # text padding, as the host's text encoder gives
+    masked = tm.Spec(**{**spec.__dict__, "extra_cond": lambda: {**spec.extra_cond(), "attention_mask": mask}})
+    patcher = tm.load(host, masked, model_files["hunyuan_video"])
+    base = tm.sample(host, patcher, masked)
+    patched = apply_node(host, patcher)
+    out = tm.sample(host, patched, masked)
+    stats = stats_of(patched)
+    assert stats["ours"] == 0 and stats["fallback"] == {ov.MASK: stats["calls"]}
+    assert torch.equal(out, base)
+
+
+def test_float32_model_keeps_host_attention(host, model_files):
+    spec = tm.SPECS["wan21_t2v"]
+    import comfy.sd
+
+    patcher = comfy.sd.load_diffusion_model(str(model_files["wan21_t2v"]), model_options={"dtype": torch.float32})
+    base = tm.sample(host, patcher, spec)
+    patched = apply_node(host, patcher)
+    out = tm.sample(host, patched, spec)
+    stats = stats_of(patched)
+    assert stats["fallback"] == {ov.FP32: stats["calls"]} and torch.equal(out, base)
+
+
+def test_use_sage_attention_host_is_not_patched_twice(host, wan, monkeypatch):
+    spec, patcher = wan
+    monkeypatch.setattr(host.mm, "sage_attention_enabled", lambda: True)
+    patched = apply_node(host, patcher)
+    base = tm.sample(host, patcher, spec)
+    out = tm.sample(host, patched, spec)
+    stats = stats_of(patched)
+    assert stats["fallback"] == {ov.HOST_SAGE: stats["calls"]} and torch.equal(out, base)
+
+
+def test_backend_off_passes_the_model_through(host, wan):
+    _, patcher = wan
+    assert apply_node(host, patcher, backend="off") is patcher
+
+
+def test_validate_inputs(host):
+    assert host.node.validate_inputs(start_percent=0.6, end_percent=0.4) != True  # noqa: E712
+    assert host.node.validate_inputs(start_percent=0.2, end_percent=0.4) is True
+
+
+def test_schema_tooltips_and_defaults(host):
+    schema = host.node.GET_SCHEMA()
+    assert (schema.node_id, schema.display_name, schema.category) == ("SageAttention", "Sage Attention", "sage")
+    for item in schema.inputs + schema.outputs:
+        assert item.tooltip, f"{getattr(item, 'id', item)} has no tooltip"
+        options = getattr(item, "options", None)
+        if options:
+            assert item.default in options
+
+
+def test_text_encoder_and_vae_attention_never_reach_the_override(host, wan):
+    """The override lives in the diffusion model's options only: the host's CLIP text encoder
+    and VAE attention (no transformer_options) run their own attention even while it is set."""
+    import comfy.clip_model
+    import comfy.ldm.modules.attention as attention
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.model import AttnBlock
+
+    spec, patcher = wan
+    dispatch_before = attention.optimized_attention
+    patched = apply_node(host, patcher)
+    tm.sample(host, patched, spec)
+    calls_after_sampling = stats_of(patched)["calls"]
+    assert attention.optimized_attention is dispatch_before, "no global patching"
+
+    encoder = comfy.clip_model.CLIPEncoder(1, 64, 2, 128, "gelu", torch.float32, "cpu", comfy.ops.manual_cast)
+    for p in encoder.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    encoder(torch.randn(1, 8, 64), mask=None)
+    vae_attn = AttnBlock(32)
+    for p in vae_attn.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    vae_attn(torch.randn(1, 32, 4, 4))
+    assert stats_of(patched)["calls"] == calls_after_sampling
