@@ -21,7 +21,8 @@ import urllib.request
 import pytest
 
 import tiny_models as tm
-from conftest import REPO
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 HELPER_PACK = textwrap.dedent('''
     import torch
