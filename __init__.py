@@ -38,8 +38,10 @@ try:
         NODE_DISPLAY_NAME_MAPPINGS[_schema.node_id] = _schema.display_name
     __all__.append("comfy_entrypoint")
 except ImportError as e:  # an old ComfyUI without comfy_api.latest, or no torch
-    _logger.warning("comfy_sage: nodes not loaded (%s: this ComfyUI is too old or incomplete; update it to use "
-                    "the Sage nodes)", e)
+    # Imported outside any host (pytest imports a rootdir package's __init__.py): say it quietly.
+    _level = logging.WARNING if "comfy" in sys.modules else logging.DEBUG
+    _logger.log(_level, "comfy_sage: nodes not loaded (%s: this ComfyUI is too old or incomplete; update it to "
+                "use the Sage nodes)", e)
 except Exception as e:  # noqa: BLE001 - the host must keep starting whatever breaks here
     _logger.exception("comfy_sage: nodes not loaded: %s", e)
 

@@ -479,3 +479,25 @@ def test_importing_the_adapter_imports_no_comfyui():
 
     code = "import sys, comfy_sage.comfy; assert not any(m == 'comfy' or m.startswith('comfy.') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pack_entry_point_never_raises_on_an_old_host():
+    """The repository's __init__.py on a host without comfy_api (old ComfyUI): loads, exports empty
+    mappings and WEB_DIRECTORY, logs what is missing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys, types, importlib.util, logging\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "sys.modules['comfy'] = types.ModuleType('comfy')\n"
+        f"spec = importlib.util.spec_from_file_location('pack', {str(root / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(root)!r}])\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['pack'] = m; spec.loader.exec_module(m)\n"
+        "assert m.NODE_CLASS_MAPPINGS == {} and m.WEB_DIRECTORY == './web'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "nodes not loaded" in done.stderr and "comfy_api" in done.stderr
