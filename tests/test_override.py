@@ -222,7 +222,7 @@ def test_fallback_unsupported_head_dim():
     out = host_call(fn, host, q, k, v, 1, skip_reshape=True)
     assert len(host.calls) == 1 and out.shape == (1, 16, 320)
     reasons = list(fn.stats.total.fallback)
-    assert len(reasons) == 1 and reasons[0].startswith(ov.BAD_SHAPE) and "head dim" in reasons[0]
+    assert len(reasons) == 1 and reasons[0].startswith(ov.REJECTED) and "head dim" in reasons[0]
 
 
 def test_fallback_heads_do_not_divide():
@@ -359,7 +359,7 @@ def test_forced_unavailable_backend_falls_back():
     host_call(fn, host, q, k, v, 4)
     assert len(host.calls) == 1
     (reason,) = fn.stats.total.fallback
-    assert reason.startswith(ov.BAD_SHAPE) and "cuda" in reason
+    assert reason.startswith(ov.REJECTED) and "cuda" in reason
 
 
 def test_fallback_logged_once_per_reason(caplog):

@@ -58,6 +58,7 @@ BAD_DTYPE = "unsupported dtype"
 BAD_SHAPE = "unsupported shape"
 INT32_OFFSETS = "tensor offsets reach 2^31"
 NON_FINITE = "non-finite q/k/v (NaN/Inf guard)"
+REJECTED = "not runnable by comfy_sage"  # + the API's own reason (head dim, backend unavailable, ...)
 
 
 class SageAttentionOverride:
@@ -186,7 +187,7 @@ class SageAttentionOverride:
         try:
             selection = api.select(qn, kn, vn, layout, **sageattn_kwargs)
         except (ValueError, TypeError) as e:  # the API's own input check; no kernel has run
-            return f"{BAD_SHAPE}: {_first_clause(e)}", None
+            return f"{REJECTED}: {_first_clause(e)}", None
         if selection.backend not in api.QUANTIZED_BACKENDS:
             return f"backend chose {selection.backend}: {selection.reason}", None
         return None, (qn, kn, vn, layout, sageattn_kwargs, selection.backend)
