@@ -146,6 +146,8 @@ def _prepare(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, backend, v
     cfg = _quant_config(variant if backend != "sdpa" else None, qk_quant, qk_granularity, pv_mode,
                         smooth_k, smooth_q, tiles)
     selection = _select_backend(backend, variant, cfg, q, k, layout, head_dim, attn_mask)
+    if tiles is None and selection.backend != "sdpa":
+        cfg = dataclasses.replace(cfg, tiles=backends.get(selection.backend).tiles(cfg, _padded(head_dim), q.device))
     call = Call(layout=layout, is_causal=is_causal, sm_scale=float(sm_scale), return_lse=bool(return_lse),
                 cfg=cfg, variant=selection.variant, head_dim=_padded(head_dim))
     if selection.backend != "sdpa":

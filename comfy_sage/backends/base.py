@@ -15,7 +15,7 @@ from typing import Optional, Protocol
 
 import torch
 
-from ..config import QuantConfig, TensorLayout
+from ..config import QuantConfig, TensorLayout, Tiles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +40,10 @@ class Backend(Protocol):
 
     def variants(self, device: torch.device) -> list[str]:
         """Variant names (``config.VARIANTS`` keys, or the backend's own for SDPA) runnable on device."""
+
+    def tiles(self, cfg: QuantConfig, head_dim: int, device: torch.device) -> Tiles:
+        """The tiles this backend's kernels quantize with (the quantization groups follow them);
+        the API puts them into ``call.cfg`` unless the caller chose tiles explicitly."""
 
     def unsupported(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: Call) -> Optional[str]:
         """None when ``run`` accepts this call, else why not. Checked before any launch and

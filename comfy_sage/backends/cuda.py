@@ -162,14 +162,18 @@ class CudaBackend:
         return [name for name, (qk, pv) in VARIANTS.items()
                 if qk is QKQuant.INT8 and pv in PV_CODES and lib.cs_variant_supported(PV_CODES[pv], 128, arch)]
 
+    def tiles(self, cfg, head_dim: int, device: torch.device) -> Tiles:
+        if cfg.pv_mode not in PV_CODES or head_dim not in HEAD_DIMS:
+            return cfg.tiles  # unsupported() will say why
+        return tiles(cfg.pv_mode, head_dim, _device_arch(device.index if device.index is not None
+                                                          else torch.cuda.current_device()))
+
     def unsupported(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: Call) -> Optional[str]:
         cfg = call.cfg
         if q.device.type != "cuda":
             return f"q: expected a CUDA tensor, got device {q.device}"
-        if q.dtype not in DTYPE_CODES:
-            return f"q: expected dtype float16|bfloat16, got {q.dtype}"
-        if q.shape[-1] not in HEAD_DIMS:
-            return f"head_dim: the cuda backend supports 64|128, got {q.shape[-1]}"
+        if call.head_dim not in HEAD_DIMS:
+            return f"head_dim: the cuda backend supports 64|128 (after padding), got {call.head_dim}"
         if cfg.qk_quant is not QKQuant.INT8:
             return f"qk_quant: the cuda backend supports int8, got {cfg.qk_quant.value}"
         if cfg.smooth_q:
@@ -180,8 +184,11 @@ class CudaBackend:
         lib = _load(arch)
         if lib is None:
             return f"the native library is not built for sm_{arch}"
-        if not lib.cs_variant_supported(PV_CODES[cfg.pv_mode], q.shape[-1], arch):
+        if not lib.cs_variant_supported(PV_CODES[cfg.pv_mode], call.head_dim, arch):
             return f"variant {cfg.variant} is not available on sm_{arch}"
+        own = tiles(cfg.pv_mode, call.head_dim, arch)
+        if cfg.tiles != own:
+            return f"tiles: the cuda kernels quantize with {own}, got {cfg.tiles}"
         hq, hk = (q.shape[1], k.shape[1]) if call.layout == "HND" else (q.shape[2], k.shape[2])
         if hq > 65535 or q.shape[0] > 65535:
             return "batch and head counts above 65535 are not supported"

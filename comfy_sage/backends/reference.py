@@ -20,6 +20,9 @@ class ReferenceBackend:
     def variants(self, device: torch.device) -> list[str]:
         return list(VARIANTS)
 
+    def tiles(self, cfg, head_dim: int, device: torch.device):
+        return cfg.tiles
+
     def unsupported(self, q, k, v, call: Call) -> Optional[str]:
         return None
 

@@ -32,6 +32,9 @@ class SdpaBackend:
             return list(KERNELS)
         return [k for k in KERNELS if k not in _CUDA_ONLY]
 
+    def tiles(self, cfg, head_dim: int, device: torch.device):
+        return cfg.tiles
+
     def unsupported(self, q, k, v, call: Call) -> Optional[str]:
         if call.variant and call.variant not in self.variants(q.device):
             return f"SDPA kernel {call.variant!r} does not run on {q.device.type}"
