@@ -18,7 +18,8 @@ from .base import Call
 
 _MISSING = None if importlib.util.find_spec("triton") else "Triton is not installed (pip install triton)"
 NATIVE_HEAD_DIMS = (64, 128)
-BLOCK_M = 128
+# Launch configuration of the attention kernel (bench/triton_tune.py measures the choices).
+LAUNCH = {"BLOCK_M": 128, "num_warps": 8, "num_stages": 3, "WARP_SPECIALIZE": False}
 # Quantization groups: Q per-thread groups over 32-row warp tiles, K over the KV block. The
 # kernel's KV block (BLOCK_N) is blk_k, so FP8 P sees the reference's running max exactly.
 TILES = Tiles(blk_q=128, warp_q=32, blk_k=64)
@@ -146,13 +147,12 @@ def launch(q, k, v, out, lse, nhd: bool, is_causal: bool, sm_scale: float, pv_mo
     else:
         v_op, v_scale = v, k_mean  # v_scale unused on the fp16 path
         v_strides = (*strides(v), 1)
-    K.attention[(triton_cdiv(n_q, BLOCK_M), b * hq)](
+    K.attention[(triton_cdiv(n_q, LAUNCH["BLOCK_M"]), b * hq)](
         q_q, q_scale, k_q, k_scale, v_op, v_scale, qk_mean, out, lse,
         n_q, n_kv, hq, hk, sm_scale * K.LOG2E, sm_scale,
         *v_strides, *strides(out),
-        HEAD_DIM=d, BLOCK_M=BLOCK_M, BLOCK_N=blk_k, CAUSAL=is_causal, PV_FP8=fp8, P_SCALE=P_SCALE[PVMode.FP8],
-        WRITE_LSE=return_lse,
-        num_warps=8, num_stages=3,
+        HEAD_DIM=d, BLOCK_N=blk_k, CAUSAL=is_causal, PV_FP8=fp8, P_SCALE=P_SCALE[PVMode.FP8],
+        WRITE_LSE=return_lse, **LAUNCH,
     )
 
 
