@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
                   f"{row.get('accuracy_vs_fp32', {}).get('rel_l1', '')}", flush=True)
         del inputs
         torch.cuda.empty_cache()
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    sha = os.environ.get("COMFY_SAGE_GIT_SHA") or subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
     meta = {
         "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "git_sha": sha,

@@ -38,12 +38,62 @@ struct AttnCfg {
   static_assert(NS % 4 == 0, "8-bit P·V consumes S in k32 steps (4 n8 tiles)");
 };
 
+// Q·Kᵀ of one 64-key block into int32 accumulators started at kMagicI (see convert.cuh), so
+// S converts to float with one exact FADD instead of a quarter-rate I2F.
+template <int D, PV MODE>
+__device__ __forceinline__ void qk_block(int (&sacc)[AttnCfg<D, MODE>::MT][AttnCfg<D, MODE>::NS][4],
+                                         const uint8_t* sQ, const uint8_t* sK, int warp, int lane) {
+  using C = AttnCfg<D, MODE>;
+#pragma unroll
+  for (int m = 0; m < C::MT; ++m)
+#pragma unroll
+    for (int j = 0; j < C::NS; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) sacc[m][j][i] = kMagicI;
+#pragma unroll
+  for (int kk = 0; kk < C::KQ; ++kk) {
+    // Q fragments (A of m16n8k32) re-read from smem each step: keeping all of them in
+    // registers (16 regs at D=128) does not fit beside two S tiles and O.
+    uint32_t qf[C::MT][4];
+#pragma unroll
+    for (int m = 0; m < C::MT; ++m) {
+      const int r = warp * C::WARP_Q + m * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+      ldmatrix_x4(qf[m], sQ + swz<C::QK_CHUNKS>(r, kk * 2 + (lane >> 4)));
+    }
+#pragma unroll
+    for (int jp = 0; jp < C::NS / 2; ++jp) {
+      uint32_t kf[4];
+      const int r = jp * 16 + (lane & 7) + (lane >> 4) * 8;
+      ldmatrix_x4(kf, sK + swz<C::QK_CHUNKS>(r, kk * 2 + ((lane >> 3) & 1)));
+#pragma unroll
+      for (int m = 0; m < C::MT; ++m) {
+        mma_s8s8(sacc[m][2 * jp], qf[m], kf[0], kf[1]);
+        mma_s8s8(sacc[m][2 * jp + 1], qf[m], kf[2], kf[3]);
+      }
+    }
+  }
+}
+
 template <int D, PV MODE>
 // One CTA per SM: at two (128 regs) D=128 spilled 100-240 B on sm_90a, D=64 8-44 B on other arches.
 __global__ void __launch_bounds__(AttnCfg<D, MODE>::THREADS, /*min CTAs per SM=*/1)
 attn_kernel(const __grid_constant__ AttnParams p) {
   using C = AttnCfg<D, MODE>;
-  constexpr int MT = C::MT, NS = C::NS, NO = C::NO, KQ = C::KQ;
+  constexpr int MT = C::MT, NS = C::NS, NO = C::NO;
+  // 8-bit P: the static P scale is folded into the exponent (P·PS = exp2(s - m + log2 PS)), so
+  // l sums P·PS and the epilogue divides by PS once.
+  constexpr float PS = pv_p_scale(MODE);
+  constexpr float PS_LOG2 = MODE == PV::INT8 ? 7.99435343685885793f : (C::V8 ? 8.80735492205760410f : 0.f);
+  static_assert(MODE != PV::INT8 || PS == 255.f, "PS_LOG2 is log2(255)");
+  static_assert(!pv_is_fp8(MODE) || PS == 448.f, "PS_LOG2 is log2(448)");
+#if defined(CS_NO_QK_PIPELINE)
+  constexpr bool PIPE = false;  // A/B switch for measurements
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
+  // FP8 mma.sync is lowered to HMMA on sm_90 (correctness only there); pipelined it spills.
+  constexpr bool PIPE = !pv_is_fp8(MODE);
+#else
+  constexpr bool PIPE = true;
+#endif
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* sQ = smem;
   uint8_t* sK0 = smem + C::Q_BYTES;
@@ -65,19 +115,30 @@ attn_kernel(const __grid_constant__ AttnParams p) {
   const int kv_end = p.causal ? min(p.Lk, q0 + C::BLK_Q) : p.Lk;
   const int nkb = ceil_div(kv_end, C::BLK_K);
 
-  auto load_kv = [&](int kb, int stage) {
-    load_tile_async<C::BLK_K, C::QK_CHUNKS, C::THREADS>(sK0 + stage * C::K_BYTES, gK + (int64_t)kb * C::BLK_K * D, D, tid);
+  auto load_k = [&](int kb) {
+    load_tile_async<C::BLK_K, C::QK_CHUNKS, C::THREADS>(sK0 + (kb & 1) * C::K_BYTES, gK + (int64_t)kb * C::BLK_K * D, D, tid);
+  };
+  auto load_v = [&](int kb) {
+    uint8_t* dst = sV0 + (kb & 1) * C::V_BYTES;
     if constexpr (C::V8) {
-      load_tile_async<C::V_ROWS, C::V_CHUNKS, C::THREADS>(sV0 + stage * C::V_BYTES, gV + (int64_t)kb * C::BLK_K, p.Lk_pad, tid);
+      load_tile_async<C::V_ROWS, C::V_CHUNKS, C::THREADS>(dst, gV + (int64_t)kb * C::BLK_K, p.Lk_pad, tid);
     } else {
-      load_tile_async<C::V_ROWS, C::V_CHUNKS, C::THREADS>(sV0 + stage * C::V_BYTES, gV + (int64_t)kb * C::BLK_K * D * 2, D * 2, tid);
+      load_tile_async<C::V_ROWS, C::V_CHUNKS, C::THREADS>(dst, gV + (int64_t)kb * C::BLK_K * D * 2, D * 2, tid);
     }
   };
 
+  // Pipeline: iteration kb computes S(kb+1) = Q·K(kb+1)ᵀ on the tensor cores while the same warp
+  // runs the softmax of S(kb) (ALU/MUFU) and P(kb)·V(kb): the two are independent, so the
+  // scheduler overlaps them within the warp (8 warps in lockstep cannot overlap each other).
+  // Stage s of K holds blocks kb ≡ s (mod 2), as does stage s of V. One barrier per iteration:
+  // at its top K(kb) and V(kb-1) are no longer read, so K(kb+2) and V(kb+1) may overwrite them.
   load_tile_async<C::BLK_Q, C::QK_CHUNKS, C::THREADS>(sQ, gQ, D, tid);
-  load_kv(0, 0);
+  load_k(0);
   cp_async_commit();
-  cp_async_wait<0>();
+  load_v(0);
+  if (nkb > 1) load_k(1);
+  cp_async_commit();
+  cp_async_wait<1>();
   __syncthreads();
 
   // This thread's Q scale (one per thread at every granularity), with sm_scale*log2e folded in.
@@ -95,200 +156,186 @@ attn_kernel(const __grid_constant__ AttnParams p) {
 #pragma unroll
   for (int m = 0; m < MT; ++m) { m_run[m][0] = m_run[m][1] = -INFINITY; l_run[m][0] = l_run[m][1] = 0.f; }
 
+  int sacc[MT][NS][4];
+  qk_block<D, MODE>(sacc, sQ, sK0, warp, lane);
+
   for (int kb = 0; kb < nkb; ++kb) {
-    const int stage = kb & 1;
-    if (kb + 1 < nkb) load_kv(kb + 1, stage ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
+    cp_async_wait<0>();
     __syncthreads();
-    const uint8_t* sK = sK0 + stage * C::K_BYTES;
-    const uint8_t* sV = sV0 + stage * C::V_BYTES;
+    if (kb + 1 < nkb) load_v(kb + 1);
+    if (kb + 2 < nkb) load_k(kb + 2);
+    cp_async_commit();
+    const uint8_t* sV = sV0 + (kb & 1) * C::V_BYTES;
+    const uint8_t* sKn = sK0 + ((kb + 1) & 1) * C::K_BYTES;
     const int k0 = kb * C::BLK_K;
-    // A warp whose rows all precede this block's first key has nothing to do here (causal).
-    const bool active = !(p.causal && k0 > wq0 + C::WARP_Q - 1);
-    if (active) {
-      // ---- S = Q·Kᵀ (int32) ----
-      int sacc[MT][NS][4];
+    // A warp whose rows all precede this block's first key has nothing to do here or later (causal).
+    if (p.causal && k0 > wq0 + C::WARP_Q - 1) continue;
+
+    // ---- scale S(kb) to base-2 logits and mask (branchy part, before the straight-line body) ----
+    const float f = qs * kscale[kb * p.k_groups + (t % p.k_groups)];
+    float s[MT][NS][4];
 #pragma unroll
-      for (int m = 0; m < MT; ++m)
+    for (int m = 0; m < MT; ++m)
 #pragma unroll
-        for (int j = 0; j < NS; ++j)
+      for (int j = 0; j < NS; ++j)
 #pragma unroll
-          for (int i = 0; i < 4; ++i) sacc[m][j][i] = 0;
-#pragma unroll
-      for (int kk = 0; kk < KQ; ++kk)
-#pragma unroll
-      {
-        // Q fragments (A of m16n8k32) re-read from smem each step: keeping all of them in
-        // registers (32 regs at D=128) pushed the D=128 kernels past 255 registers (spills).
-        uint32_t qf[MT][4];
-#pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          const int r = warp * C::WARP_Q + m * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-          ldmatrix_x4(qf[m], sQ + swz<C::QK_CHUNKS>(r, kk * 2 + (lane >> 4)));
-        }
-#pragma unroll
-        for (int jp = 0; jp < NS / 2; ++jp) {
-          uint32_t kf[4];
-          const int r = jp * 16 + (lane & 7) + (lane >> 4) * 8;
-          ldmatrix_x4(kf, sK + swz<C::QK_CHUNKS>(r, kk * 2 + ((lane >> 3) & 1)));
-#pragma unroll
-          for (int m = 0; m < MT; ++m) {
-            mma_s8s8(sacc[m][2 * jp], qf[m], kf[0], kf[1]);
-            mma_s8s8(sacc[m][2 * jp + 1], qf[m], kf[2], kf[3]);
-          }
-        }
-      }
-      // ---- scale to base-2 logits, mask, online softmax ----
-      const float f = qs * kscale[kb * p.k_groups + (t % p.k_groups)];
-      const bool need_mask = (k0 + C::BLK_K > p.Lk) || (p.causal && k0 + C::BLK_K - 1 > wq0);
-      float s[MT][NS][4];
+        for (int i = 0; i < 4; ++i) s[m][j][i] = magic_to_float(sacc[m][j][i]) * f;
+    if ((k0 + C::BLK_K > p.Lk) || (p.causal && k0 + C::BLK_K - 1 > wq0)) {
 #pragma unroll
       for (int m = 0; m < MT; ++m)
 #pragma unroll
         for (int j = 0; j < NS; ++j)
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
-            float x = static_cast<float>(sacc[m][j][i]) * f;
-            if (need_mask) {
-              const int row = wq0 + m * 16 + g + (i >> 1) * 8;
-              const int col = k0 + j * 8 + 2 * t + (i & 1);
-              if (col >= p.Lk || (p.causal && col > row)) x = -INFINITY;
-            }
-            s[m][j][i] = x;
+            const int row = wq0 + m * 16 + g + (i >> 1) * 8;
+            const int col = k0 + j * 8 + 2 * t + (i & 1);
+            if (col >= p.Lk || (p.causal && col > row)) s[m][j][i] = -INFINITY;
           }
+    }
+
+    // ---- S(kb+1) on the tensor cores (stale smem on the last iteration: computed, never used) ----
+    if constexpr (PIPE) qk_block<D, MODE>(sacc, sQ, sKn, warp, lane);
+
+    // ---- online softmax of S(kb) ----
+    float alpha[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < NS; ++j) mx = fmaxf(mx, fmaxf(s[m][j][2 * hf], s[m][j][2 * hf + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[m][hf], mx);
+        const float m_use = (m_new == -INFINITY) ? 0.f : m_new;  // no key seen yet: exp2 gives 0, not NaN
+        alpha[m][hf] = ex2(m_run[m][hf] - m_use);
+        m_run[m][hf] = m_new;
+        const float sub = m_use - PS_LOG2;
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < NS; ++j) {
+          s[m][j][2 * hf] = ex2(s[m][j][2 * hf] - sub);
+          s[m][j][2 * hf + 1] = ex2(s[m][j][2 * hf + 1] - sub);
+          sum += s[m][j][2 * hf] + s[m][j][2 * hf + 1];
+        }
+        l_run[m][hf] = l_run[m][hf] * alpha[m][hf] + sum;
+      }
+    // ---- O += P·V ----
+    if constexpr (MODE == PV::FP16 || MODE == PV::FP16_ACC16) {
 #pragma unroll
       for (int m = 0; m < MT; ++m)
 #pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-          float mx = -INFINITY;
-#pragma unroll
-          for (int j = 0; j < NS; ++j) mx = fmaxf(mx, fmaxf(s[m][j][2 * hf], s[m][j][2 * hf + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float m_new = fmaxf(m_run[m][hf], mx);
-          const float m_use = (m_new == -INFINITY) ? 0.f : m_new;  // no key seen yet: exp2 gives 0, not NaN
-          const float alpha = exp2f(m_run[m][hf] - m_use);
-          m_run[m][hf] = m_new;
-          float sum = 0.f;
-#pragma unroll
-          for (int j = 0; j < NS; ++j) {
-            s[m][j][2 * hf] = exp2f(s[m][j][2 * hf] - m_use);
-            s[m][j][2 * hf + 1] = exp2f(s[m][j][2 * hf + 1] - m_use);
-            sum += s[m][j][2 * hf] + s[m][j][2 * hf + 1];
-          }
-          l_run[m][hf] = l_run[m][hf] * alpha + sum;
-#pragma unroll
-          for (int n = 0; n < NO; ++n) { o[m][n][2 * hf] *= alpha; o[m][n][2 * hf + 1] *= alpha; }
+        for (int n = 0; n < NO; ++n) {
+          o[m][n][0] *= alpha[m][0]; o[m][n][1] *= alpha[m][0];
+          o[m][n][2] *= alpha[m][1]; o[m][n][3] *= alpha[m][1];
         }
-      // ---- O += P·V ----
-      if constexpr (MODE == PV::FP16 || MODE == PV::FP16_ACC16) {
-        uint32_t pa[MT][NS / 2][4];  // k16 steps: S tiles 2kk (a0,a1) and 2kk+1 (a2,a3)
+      uint32_t pa[MT][NS / 2][4];  // k16 steps: S tiles 2kk (a0,a1) and 2kk+1 (a2,a3)
 #pragma unroll
-        for (int m = 0; m < MT; ++m)
+      for (int m = 0; m < MT; ++m)
 #pragma unroll
-          for (int kk = 0; kk < NS / 2; ++kk) {
-            pa[m][kk][0] = pack_half2(s[m][2 * kk][0], s[m][2 * kk][1]);
-            pa[m][kk][1] = pack_half2(s[m][2 * kk][2], s[m][2 * kk][3]);
-            pa[m][kk][2] = pack_half2(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
-            pa[m][kk][3] = pack_half2(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
-          }
-        if constexpr (MODE == PV::FP16) {
+        for (int kk = 0; kk < NS / 2; ++kk) {
+          pa[m][kk][0] = pack_half2(s[m][2 * kk][0], s[m][2 * kk][1]);
+          pa[m][kk][1] = pack_half2(s[m][2 * kk][2], s[m][2 * kk][3]);
+          pa[m][kk][2] = pack_half2(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+          pa[m][kk][3] = pack_half2(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+        }
+      if constexpr (MODE == PV::FP16) {
 #pragma unroll
-          for (int kk = 0; kk < NS / 2; ++kk)
-#pragma unroll
-            for (int dp = 0; dp < NO / 2; ++dp) {
-              uint32_t vf[4];
-              const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-              ldmatrix_x4_trans(vf, sV + swz<C::V_CHUNKS>(r, 2 * dp + (lane >> 4)));
-#pragma unroll
-              for (int m = 0; m < MT; ++m) {
-                mma_f16_f32(o[m][2 * dp], pa[m][kk], vf[0], vf[1]);
-                mma_f16_f32(o[m][2 * dp + 1], pa[m][kk], vf[2], vf[3]);
-              }
-            }
-        } else {  // FP16_ACC16: fp16 accumulation inside the block, flushed to fp32
+        for (int kk = 0; kk < NS / 2; ++kk)
 #pragma unroll
           for (int dp = 0; dp < NO / 2; ++dp) {
-            uint32_t c[MT][2][2] = {};
+            uint32_t vf[4];
+            const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+            ldmatrix_x4_trans(vf, sV + swz<C::V_CHUNKS>(r, 2 * dp + (lane >> 4)));
 #pragma unroll
-            for (int kk = 0; kk < NS / 2; ++kk) {
-              uint32_t vf[4];
-              const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-              ldmatrix_x4_trans(vf, sV + swz<C::V_CHUNKS>(r, 2 * dp + (lane >> 4)));
-#pragma unroll
-              for (int m = 0; m < MT; ++m) {
-                mma_f16_f16(c[m][0], pa[m][kk], vf[0], vf[1]);
-                mma_f16_f16(c[m][1], pa[m][kk], vf[2], vf[3]);
-              }
+            for (int m = 0; m < MT; ++m) {
+              mma_f16_f32(o[m][2 * dp], pa[m][kk], vf[0], vf[1]);
+              mma_f16_f32(o[m][2 * dp + 1], pa[m][kk], vf[2], vf[3]);
             }
-#pragma unroll
-            for (int m = 0; m < MT; ++m)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&c[m][e][0]));
-                const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&c[m][e][1]));
-                o[m][2 * dp + e][0] += lo.x; o[m][2 * dp + e][1] += lo.y;
-                o[m][2 * dp + e][2] += hi.x; o[m][2 * dp + e][3] += hi.y;
-              }
           }
-        }
-      } else {
-        // 8-bit P: k32 step kk takes S tiles 4kk..4kk+3; V^T was stored token-permuted to match.
-        uint32_t pa[MT][NS / 4][4];
-#pragma unroll
-        for (int m = 0; m < MT; ++m)
-#pragma unroll
-          for (int kk = 0; kk < NS / 4; ++kk)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-              const int j = 4 * kk + (r >> 1) * 2;  // reg0/1: tiles 4kk,4kk+1; reg2/3: 4kk+2,4kk+3
-              const int e = (r & 1) * 2;            // even regs row g (c0,c1), odd regs row g+8 (c2,c3)
-              if constexpr (MODE == PV::INT8) {
-                pa[m][kk][r] = pack_u8x4(s[m][j][e], s[m][j][e + 1], s[m][j + 1][e], s[m][j + 1][e + 1]);
-              } else {
-                constexpr float PS = pv_p_scale(MODE);
-                pa[m][kk][r] = pack_e4m3x4(s[m][j][e] * PS, s[m][j][e + 1] * PS, s[m][j + 1][e] * PS, s[m][j + 1][e + 1] * PS);
-              }
-            }
+      } else {  // FP16_ACC16: fp16 accumulation inside the block, flushed to fp32
 #pragma unroll
         for (int dp = 0; dp < NO / 2; ++dp) {
-          uint32_t vf[NS / 4][4];
+          uint32_t c[MT][2][2] = {};
 #pragma unroll
-          for (int kk = 0; kk < NS / 4; ++kk) {
-            const int r = dp * 16 + (lane & 7) + (lane >> 4) * 8;
-            ldmatrix_x4(vf[kk], sV + swz<C::V_CHUNKS>(r, kk * 2 + ((lane >> 3) & 1)));
+          for (int kk = 0; kk < NS / 2; ++kk) {
+            uint32_t vf[4];
+            const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+            ldmatrix_x4_trans(vf, sV + swz<C::V_CHUNKS>(r, 2 * dp + (lane >> 4)));
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+              mma_f16_f16(c[m][0], pa[m][kk], vf[0], vf[1]);
+              mma_f16_f16(c[m][1], pa[m][kk], vf[2], vf[3]);
+            }
           }
 #pragma unroll
           for (int m = 0; m < MT; ++m)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              if constexpr (MODE == PV::INT8) {
-                int c[4] = {0, 0, 0, 0};  // exact int32 sum over the block
-#pragma unroll
-                for (int kk = 0; kk < NS / 4; ++kk) mma_u8s8(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
-#pragma unroll
-                for (int i = 0; i < 4; ++i) o[m][2 * dp + e][i] += static_cast<float>(c[i]);
-              } else if constexpr (MODE == PV::FP8) {
-                float c[4] = {0.f, 0.f, 0.f, 0.f};  // fresh fp32 tile per block (two-level accumulation)
-#pragma unroll
-                for (int kk = 0; kk < NS / 4; ++kk) mma_e4m3_f32(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
-#pragma unroll
-                for (int i = 0; i < 4; ++i) o[m][2 * dp + e][i] += c[i];
-              } else {
-                uint32_t c[2] = {0u, 0u};  // fp16 accumulation inside the block (SageAttention2++)
-#pragma unroll
-                for (int kk = 0; kk < NS / 4; ++kk) mma_e4m3_f16(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
-                const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&c[0]));
-                const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&c[1]));
-                o[m][2 * dp + e][0] += lo.x; o[m][2 * dp + e][1] += lo.y;
-                o[m][2 * dp + e][2] += hi.x; o[m][2 * dp + e][3] += hi.y;
-              }
+              const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&c[m][e][0]));
+              const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&c[m][e][1]));
+              o[m][2 * dp + e][0] += lo.x; o[m][2 * dp + e][1] += lo.y;
+              o[m][2 * dp + e][2] += hi.x; o[m][2 * dp + e][3] += hi.y;
             }
         }
       }
+    } else {
+      // 8-bit P (already scaled by PS): k32 step kk takes S tiles 4kk..4kk+3; V^T was stored
+      // token-permuted to match. O's rescale by alpha is fused into adding the block's tile.
+      uint32_t pa[MT][NS / 4][4];
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int kk = 0; kk < NS / 4; ++kk)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int j = 4 * kk + (r >> 1) * 2;  // reg0/1: tiles 4kk,4kk+1; reg2/3: 4kk+2,4kk+3
+            const int e = (r & 1) * 2;            // even regs row g (c0,c1), odd regs row g+8 (c2,c3)
+            if constexpr (MODE == PV::INT8) {
+              pa[m][kk][r] = pack_u8x4_rn(s[m][j][e], s[m][j][e + 1], s[m][j + 1][e], s[m][j + 1][e + 1]);
+            } else {
+              pa[m][kk][r] = pack_e4m3x4(s[m][j][e], s[m][j][e + 1], s[m][j + 1][e], s[m][j + 1][e + 1]);
+            }
+          }
+#pragma unroll
+      for (int dp = 0; dp < NO / 2; ++dp) {
+        uint32_t vf[NS / 4][4];
+#pragma unroll
+        for (int kk = 0; kk < NS / 4; ++kk) {
+          const int r = dp * 16 + (lane & 7) + (lane >> 4) * 8;
+          ldmatrix_x4(vf[kk], sV + swz<C::V_CHUNKS>(r, kk * 2 + ((lane >> 3) & 1)));
+        }
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float* od = o[m][2 * dp + e];
+            if constexpr (MODE == PV::INT8) {
+              int c[4] = {kMagicI, kMagicI, kMagicI, kMagicI};  // exact int32 sum over the block, biased
+#pragma unroll
+              for (int kk = 0; kk < NS / 4; ++kk) mma_u8s8(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
+#pragma unroll
+              for (int i = 0; i < 4; ++i) od[i] = fmaf(od[i], alpha[m][i >> 1], magic_to_float(c[i]));
+            } else if constexpr (MODE == PV::FP8) {
+              float c[4] = {0.f, 0.f, 0.f, 0.f};  // fresh fp32 tile per block (two-level accumulation)
+#pragma unroll
+              for (int kk = 0; kk < NS / 4; ++kk) mma_e4m3_f32(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
+#pragma unroll
+              for (int i = 0; i < 4; ++i) od[i] = fmaf(od[i], alpha[m][i >> 1], c[i]);
+            } else {
+              uint32_t c[2] = {0u, 0u};  // fp16 accumulation inside the block (SageAttention2++)
+#pragma unroll
+              for (int kk = 0; kk < NS / 4; ++kk) mma_e4m3_f16(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
+              const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&c[0]));
+              const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&c[1]));
+              od[0] = fmaf(od[0], alpha[m][0], lo.x); od[1] = fmaf(od[1], alpha[m][0], lo.y);
+              od[2] = fmaf(od[2], alpha[m][1], hi.x); od[3] = fmaf(od[3], alpha[m][1], hi.y);
+            }
+          }
+      }
     }
-    __syncthreads();  // the next iteration's cp.async overwrites this stage
+    if constexpr (!PIPE) qk_block<D, MODE>(sacc, sQ, sKn, warp, lane);
   }
 
   // ---- epilogue: O / l (times V's per-channel scale / P scale for 8-bit modes) ----
@@ -299,7 +346,7 @@ attn_kernel(const __grid_constant__ AttnParams p) {
       float l = l_run[m][hf];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
-      l_run[m][hf] = l;
+      l_run[m][hf] = l * (1.f / PS);  // l summed P·PS (8-bit modes)
     }
   const float* vscale = p.v_scale + (int64_t)(b * p.Hkv + hk) * D;
 #pragma unroll

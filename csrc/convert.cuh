@@ -21,6 +21,30 @@ __device__ __forceinline__ uint32_t pack_u8x4(float x0, float x1, float x2, floa
   return b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
 }
 
+// Integer <-> float through the fp32 mantissa ("magic number"), full-rate ALU instead of the
+// quarter-rate I2F/F2I conversion pipe (which shares its 16/clk/SM budget with the exp2 unit).
+// 0x4B400000 is 1.5*2^23: for |x| < 2^22 the bit pattern kMagicI + x *is* the float 1.5*2^23 + x,
+// so an int32 MMA accumulator started at kMagicI converts with one exact FADD.
+constexpr int kMagicI = 0x4B400000;
+constexpr float kMagicF = 12582912.f;
+__device__ __forceinline__ float magic_to_float(int biased) { return __int_as_float(biased) - kMagicF; }
+
+// Four values x in [0, 255.5) to round(x) as u8 (round to nearest even, as torch.round), x0 in
+// byte 0: the FADD rounds into the mantissa's low byte, two PRMTs gather the bytes.
+__device__ __forceinline__ uint32_t pack_u8x4_rn(float x0, float x1, float x2, float x3) {
+  const uint32_t b0 = __float_as_uint(__fadd_rn(x0, kMagicF)), b1 = __float_as_uint(__fadd_rn(x1, kMagicF));
+  const uint32_t b2 = __float_as_uint(__fadd_rn(x2, kMagicF)), b3 = __float_as_uint(__fadd_rn(x3, kMagicF));
+  const uint32_t lo = __byte_perm(b0, b1, 0x0040), hi = __byte_perm(b2, b3, 0x0040);
+  return __byte_perm(lo, hi, 0x5410);
+}
+
+// Base-2 exponential on the MUFU unit, flush-to-zero (exp2f under --use_fast_math is the same).
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // cvt.rn.satfinite.e4m3x2.f32 d, a, b puts a in the high byte and b in the low byte.
 __device__ __forceinline__ uint16_t cvt_e4m3x2(float lo, float hi) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
