@@ -2,8 +2,8 @@
 
 For each configuration: a correctness check against the reference with the same
 quantization on a small problem, then the median time of the whole op (quantization
-included) on model shapes. Writes JSON; the chosen configuration goes into
-comfy_sage/backends/triton.py (LAUNCH, TILES) by hand, with this file's JSON as evidence.
+included) on model shapes. Writes JSON; the chosen configuration per P·V mode goes
+into comfy_sage/backends/triton.py (LAUNCH, TILES) by hand, with this file's JSON as evidence.
 
     python bench/triton_tune.py --out tune.json
 """
@@ -39,7 +39,8 @@ def main():
                                      [False, True]))
     small = make_inputs("k_bias", 1, 4, 1000, 128, dtype=torch.bfloat16, device="cuda", seed=1)
     for block_n, (block_m, warps, stages), ws in configs:
-        tb.LAUNCH.update(BLOCK_M=block_m, num_warps=warps, num_stages=stages, WARP_SPECIALIZE=ws)
+        for mode in tb.LAUNCH.values():
+            mode.update(BLOCK_M=block_m, num_warps=warps, num_stages=stages, WARP_SPECIALIZE=ws)
         row = {"BLOCK_N": block_n, "BLOCK_M": block_m, "num_warps": warps, "num_stages": stages, "ws": ws}
         try:
             for pv in ("fp8", "fp16"):

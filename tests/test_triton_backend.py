@@ -58,7 +58,10 @@ def test_matches_reference(variant, shape, layout, dtype):
     out, lse = comfy_sage.sageattn(q, k, v, tensor_layout=layout, is_causal=causal, return_lse=True,
                                    backend="triton", variant=variant)
     assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+    from comfy_sage.backends.triton import BACKEND
+
     cfg = QuantConfig(pv_mode=variant.split("-")[1][:-2])
+    cfg = QuantConfig(pv_mode=cfg.pv_mode, tiles=BACKEND.tiles(cfg, d, q.device))  # the kernel's groups
     ref, ref_lse = reference.attention(q, k, v, Call(TensorLayout(layout), causal, 1 / math.sqrt(d), True, cfg))
     to_hnd = (lambda x: x.transpose(1, 2)) if layout == "NHD" else (lambda x: x)
     assert errors(out, ref).rel_l1 < SAME_QUANT_BOUND[variant], seed

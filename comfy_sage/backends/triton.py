@@ -18,11 +18,17 @@ from .base import Call
 
 _MISSING = None if importlib.util.find_spec("triton") else "Triton is not installed (pip install triton)"
 NATIVE_HEAD_DIMS = (64, 128)
-# Launch configuration of the attention kernel (bench/triton_tune.py measures the choices).
-LAUNCH = {"BLOCK_M": 128, "num_warps": 8, "num_stages": 3, "WARP_SPECIALIZE": False}
+# Launch configuration of the attention kernel per P·V mode, the fastest of bench/triton_tune.py's
+# sweep at the Wan 14B shape on the H200 (bench/results/2026-11-22-h200-triton-tune.json:
+# fp8 621 TOPS with 64x128 tiles and one warpgroup; fp16 431 TFLOPS with 128x64; Triton's warp
+# specialization gained nothing or failed to compile). BLOCK_N is the tiles' blk_k.
+LAUNCH = {
+    PVMode.FP8: {"BLOCK_M": 64, "num_warps": 4, "num_stages": 3, "WARP_SPECIALIZE": False},
+    PVMode.FP16: {"BLOCK_M": 128, "num_warps": 4, "num_stages": 3, "WARP_SPECIALIZE": False},
+}
 # Quantization groups: Q per-thread groups over 32-row warp tiles, K over the KV block. The
 # kernel's KV block (BLOCK_N) is blk_k, so FP8 P sees the reference's running max exactly.
-TILES = Tiles(blk_q=128, warp_q=32, blk_k=64)
+TILES = {PVMode.FP8: Tiles(blk_q=128, warp_q=32, blk_k=128), PVMode.FP16: Tiles(blk_q=128, warp_q=32, blk_k=64)}
 _PV_MODES = {PVMode.FP8: "fp8", PVMode.FP16: "fp16"}
 _FP8_CAPABILITY = (8, 9)  # e4m3 tensor-core dot
 
@@ -53,7 +59,7 @@ class TritonBackend:
         return names
 
     def tiles(self, cfg, head_dim: int, device: torch.device) -> Tiles:
-        return TILES
+        return TILES.get(cfg.pv_mode, cfg.tiles)
 
     def unsupported(self, q, k, v, call: Call) -> Optional[str]:
         cfg = call.cfg
@@ -147,12 +153,13 @@ def launch(q, k, v, out, lse, nhd: bool, is_causal: bool, sm_scale: float, pv_mo
     else:
         v_op, v_scale = v, k_mean  # v_scale unused on the fp16 path
         v_strides = (*strides(v), 1)
-    K.attention[(triton_cdiv(n_q, LAUNCH["BLOCK_M"]), b * hq)](
+    launch_cfg = LAUNCH[PVMode(pv_mode)]
+    K.attention[(triton_cdiv(n_q, launch_cfg["BLOCK_M"]), b * hq)](
         q_q, q_scale, k_q, k_scale, v_op, v_scale, qk_mean, out, lse,
         n_q, n_kv, hq, hk, sm_scale * K.LOG2E, sm_scale,
         *v_strides, *strides(out),
         HEAD_DIM=d, BLOCK_N=blk_k, CAUSAL=is_causal, PV_FP8=fp8, P_SCALE=P_SCALE[PVMode.FP8],
-        WRITE_LSE=return_lse, **LAUNCH,
+        WRITE_LSE=return_lse, **launch_cfg,
     )
 
 
