@@ -38,7 +38,7 @@ struct AttnCfg {
   static_assert(NS % 4 == 0, "8-bit P·V consumes S in k32 steps (4 n8 tiles)");
 };
 
-// Q·Kᵀ of one 64-key block into int32 accumulators started at kMagicI (see convert.cuh), so
+// Q·Kᵀ of one 64-key block into int32 accumulators; the caller adds kMagicI (see convert.cuh), so
 // S converts to float with one exact FADD instead of a quarter-rate I2F.
 template <int D, PV MODE>
 __device__ __forceinline__ void qk_block(int (&sacc)[AttnCfg<D, MODE>::MT][AttnCfg<D, MODE>::NS][4],
@@ -49,7 +49,7 @@ __device__ __forceinline__ void qk_block(int (&sacc)[AttnCfg<D, MODE>::MT][AttnC
 #pragma unroll
     for (int j = 0; j < C::NS; ++j)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) sacc[m][j][i] = kMagicI;
+      for (int i = 0; i < 4; ++i) sacc[m][j][i] = 0;
 #pragma unroll
   for (int kk = 0; kk < C::KQ; ++kk) {
     // Q fragments (A of m16n8k32) re-read from smem each step: keeping all of them in
@@ -91,9 +91,14 @@ attn_kernel(const __grid_constant__ AttnParams p) {
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
   // FP8 mma.sync is lowered to HMMA on sm_90 (correctness only there); pipelined it spills.
   constexpr bool PIPE = !pv_is_fp8(MODE);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1200
+  // sm_120a allocates differently: pipelined at D=128 it spilled 4-28 B (fp8, int8, fp16-acc16).
+  constexpr bool PIPE = D == 64;
 #else
   constexpr bool PIPE = true;
 #endif
+  // 8-bit modes fold O's rescale by alpha into adding the block's fresh tile (one FFMA).
+  constexpr bool FUSE_ALPHA = C::V8;
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* sQ = smem;
   uint8_t* sK0 = smem + C::Q_BYTES;
@@ -179,7 +184,7 @@ attn_kernel(const __grid_constant__ AttnParams p) {
 #pragma unroll
       for (int j = 0; j < NS; ++j)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) s[m][j][i] = magic_to_float(sacc[m][j][i]) * f;
+        for (int i = 0; i < 4; ++i) s[m][j][i] = magic_to_float(sacc[m][j][i] + kMagicI) * f;
     if ((k0 + C::BLK_K > p.Lk) || (p.causal && k0 + C::BLK_K - 1 > wq0)) {
 #pragma unroll
       for (int m = 0; m < MT; ++m)
@@ -222,7 +227,7 @@ attn_kernel(const __grid_constant__ AttnParams p) {
         l_run[m][hf] = l_run[m][hf] * alpha[m][hf] + sum;
       }
     // ---- O += P·V ----
-    if constexpr (MODE == PV::FP16 || MODE == PV::FP16_ACC16) {
+    if constexpr (!FUSE_ALPHA) {
 #pragma unroll
       for (int m = 0; m < MT; ++m)
 #pragma unroll
@@ -230,6 +235,8 @@ attn_kernel(const __grid_constant__ AttnParams p) {
           o[m][n][0] *= alpha[m][0]; o[m][n][1] *= alpha[m][0];
           o[m][n][2] *= alpha[m][1]; o[m][n][3] *= alpha[m][1];
         }
+    }
+    if constexpr (MODE == PV::FP16 || MODE == PV::FP16_ACC16) {
       uint32_t pa[MT][NS / 2][4];  // k16 steps: S tiles 2kk (a0,a1) and 2kk+1 (a2,a3)
 #pragma unroll
       for (int m = 0; m < MT; ++m)
@@ -312,25 +319,26 @@ attn_kernel(const __grid_constant__ AttnParams p) {
           for (int e = 0; e < 2; ++e) {
             float* od = o[m][2 * dp + e];
             if constexpr (MODE == PV::INT8) {
-              int c[4] = {kMagicI, kMagicI, kMagicI, kMagicI};  // exact int32 sum over the block, biased
+              int c[4] = {0, 0, 0, 0};  // exact int32 sum over the block
 #pragma unroll
               for (int kk = 0; kk < NS / 4; ++kk) mma_u8s8(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
 #pragma unroll
-              for (int i = 0; i < 4; ++i) od[i] = fmaf(od[i], alpha[m][i >> 1], magic_to_float(c[i]));
+              for (int i = 0; i < 4; ++i) od[i] = FUSE_ALPHA ? fmaf(od[i], alpha[m][i >> 1], magic_to_float(c[i] + kMagicI)) : od[i] + magic_to_float(c[i] + kMagicI);
             } else if constexpr (MODE == PV::FP8) {
               float c[4] = {0.f, 0.f, 0.f, 0.f};  // fresh fp32 tile per block (two-level accumulation)
 #pragma unroll
               for (int kk = 0; kk < NS / 4; ++kk) mma_e4m3_f32(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
 #pragma unroll
-              for (int i = 0; i < 4; ++i) od[i] = fmaf(od[i], alpha[m][i >> 1], c[i]);
+              for (int i = 0; i < 4; ++i) od[i] = FUSE_ALPHA ? fmaf(od[i], alpha[m][i >> 1], c[i]) : od[i] + c[i];
             } else {
               uint32_t c[2] = {0u, 0u};  // fp16 accumulation inside the block (SageAttention2++)
 #pragma unroll
               for (int kk = 0; kk < NS / 4; ++kk) mma_e4m3_f16(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
               const float2 lo = __half22float2(*reinterpret_cast<__half2*>(&c[0]));
               const float2 hi = __half22float2(*reinterpret_cast<__half2*>(&c[1]));
-              od[0] = fmaf(od[0], alpha[m][0], lo.x); od[1] = fmaf(od[1], alpha[m][0], lo.y);
-              od[2] = fmaf(od[2], alpha[m][1], hi.x); od[3] = fmaf(od[3], alpha[m][1], hi.y);
+              const float a0 = FUSE_ALPHA ? alpha[m][0] : 1.f, a1 = FUSE_ALPHA ? alpha[m][1] : 1.f;
+              od[0] = fmaf(od[0], a0, lo.x); od[1] = fmaf(od[1], a0, lo.y);
+              od[2] = fmaf(od[2], a1, hi.x); od[3] = fmaf(od[3], a1, hi.y);
             }
           }
       }

@@ -24,7 +24,8 @@ __device__ __forceinline__ uint32_t pack_u8x4(float x0, float x1, float x2, floa
 // Integer <-> float through the fp32 mantissa ("magic number"), full-rate ALU instead of the
 // quarter-rate I2F/F2I conversion pipe (which shares its 16/clk/SM budget with the exp2 unit).
 // 0x4B400000 is 1.5*2^23: for |x| < 2^22 the bit pattern kMagicI + x *is* the float 1.5*2^23 + x,
-// so an int32 MMA accumulator started at kMagicI converts with one exact FADD.
+// so an int32 MMA result converts with an IADD and one exact FADD. (Starting the accumulators at
+// kMagicI saves the IADD but keeps 32 more registers live: it spilled on sm_120a.)
 constexpr int kMagicI = 0x4B400000;
 constexpr float kMagicF = 12582912.f;
 __device__ __forceinline__ float magic_to_float(int biased) { return __int_as_float(biased) - kMagicF; }
