@@ -78,7 +78,8 @@ class SageAttention(io.ComfyNode):
                     tooltip="Quantization of the two matrix products. auto: the backend's best for this GPU. "
                             "int8qk-fp8pv: INT8 Q·K, FP8 P·V (SageAttention2). int8qk-fp16pv: FP16 P·V (more "
                             "accurate, slower on Ada/Hopper). int8qk-int8pv: INT8 P·V. int8qk-fp8-acc16pv: FP8 P·V "
-                            "with FP16 accumulation (SageAttention2++; fastest on RTX 40/50). Change it only if the "
+                            "with FP16 accumulation (SageAttention2++; made for RTX 40/50, whose FP8 tensor cores run it at "
+                            "twice the FP32-accumulate rate). Change it only if the "
                             "output shows artifacts or to compare speed."),
                 io.Combo.Input(
                     "qk_granularity", options=[AUTO, *(g.value for g in QKGranularity)], default=AUTO,
