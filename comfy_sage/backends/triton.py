@@ -28,6 +28,8 @@ LAUNCH = {
 }
 # Quantization groups: Q per-thread groups over 32-row warp tiles, K over the KV block. The
 # kernel's KV block (BLOCK_N) is blk_k, so FP8 P sees the reference's running max exactly.
+# Rows one quantization program handles (whole tiles; at least this many).
+QUANT_ROWS = 64
 TILES = {PVMode.FP8: Tiles(blk_q=128, warp_q=32, blk_k=128), PVMode.FP16: Tiles(blk_q=128, warp_q=32, blk_k=64)}
 _PV_MODES = {PVMode.FP8: "fp8", PVMode.FP16: "fp16"}
 _FP8_CAPABILITY = (8, 9)  # e4m3 tensor-core dot
@@ -133,10 +135,11 @@ def launch(q, k, v, out, lse, nhd: bool, is_causal: bool, sm_scale: float, pv_mo
 
     for x, x_q, scale, is_q in ((q, q_q, q_scale, True), (k, k_q, k_scale, False)):
         n, heads = (n_q, hq) if is_q else (n_kv, hk)
-        mode, group, rows, n_groups = _row_pattern(gran, is_q, n, blk_q, warp_q, blk_k)
-        K.quant_rows[(n_groups, b * heads)](
+        mode, tile = _grouping(gran, is_q, blk_q, warp_q, blk_k)
+        block = tile * max(1, QUANT_ROWS // tile)
+        K.quant_rows[(triton_cdiv(n, block), b * heads)](
             x, x_q, scale, k_mean, qk_mean, n, heads, hk, *strides(x),
-            MODE=mode, GROUP=group, ROWS=rows, HEAD_DIM=d, QMAX=127,
+            MODE=mode, TILE=tile, BLOCK=block, HEAD_DIM=d, QMAX=127,
             SUBTRACT_MEAN=(not is_q) and smooth_k, WRITE_QK_MEAN=is_q and return_lse,
             num_warps=4,
         )
@@ -170,18 +173,13 @@ def _(q, k, v, nhd, is_causal, sm_scale, return_lse, pv_mode, granularity, smoot
     return torch.empty_like(q), lse
 
 
-def _row_pattern(gran: QKGranularity, is_q: bool, n: int, blk_q: int, warp_q: int, blk_k: int):
-    """(mode, group tile, rows per group, number of groups) for quant_rows: the same
-    grouping as ``quant.q_groups`` / ``quant.k_groups``."""
+def _grouping(gran: QKGranularity, is_q: bool, blk_q: int, warp_q: int, blk_k: int):
+    """(mode, tile) for quant_rows: the grouping of ``quant.q_groups`` / ``quant.k_groups``."""
     from . import triton_kernels as K
 
     if gran is QKGranularity.PER_THREAD:
-        tile = warp_q if is_q else blk_k
-        per_tile = 8 if is_q else 4
-        mode = K.ROWS_Q_THREAD if is_q else K.ROWS_K_THREAD
-        return mode, tile, tile // per_tile, triton_cdiv(n, tile) * per_tile
-    tile = (warp_q if gran is QKGranularity.PER_WARP else blk_q) if is_q else blk_k
-    return K.ROWS_BLOCK, tile, tile, triton_cdiv(n, tile)
+        return (K.ROWS_Q_THREAD, warp_q) if is_q else (K.ROWS_K_THREAD, blk_k)
+    return K.ROWS_BLOCK, ((warp_q if gran is QKGranularity.PER_WARP else blk_q) if is_q else blk_k)
 
 
 def triton_cdiv(a: int, b: int) -> int:

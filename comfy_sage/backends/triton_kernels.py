@@ -4,10 +4,10 @@ Imported only where Triton is installed (``backends/triton.py`` checks first).
 
 Data path, top-down:
   1. K mean over tokens (torch reduction, fp32) and V per-channel amax (torch reductions).
-  2. ``quant_rows``: one pass over Q and one over K; each program owns one quantization
-     group (the reference's grouping, ``quant.q_groups``/``k_groups``, any tiles), writes
-     INT8 values (HND, contiguous) and one fp32 scale per token, so the attention kernel
-     never needs to know the grouping. For Q it also writes q·k̄ (the lse correction).
+  2. ``quant_rows``: one pass over Q and one over K; each program owns whole tiles of the
+     reference's grouping (``quant.q_groups``/``k_groups``, any tiles), writes INT8 values
+     (HND, contiguous) and one fp32 scale per token, so the attention kernel never needs to
+     know the grouping. For Q it also writes q·k̄ (the lse correction).
   3. ``quant_v_fp8``: V divided by its per-channel scale, cast to e4m3 and stored transposed
      (B, H, D, N_pad), the K-major operand layout Hopper's FP8 wgmma needs for P·V.
   4. ``attention``: per (query block, batch·head), an online softmax over KV blocks of
@@ -21,10 +21,10 @@ import triton.language as tl
 
 LOG2E = 1.4426950408889634
 
-# Row-pattern modes of quant_rows: which tokens one group holds.
-ROWS_BLOCK = 0  # GROUP consecutive tokens
-ROWS_Q_THREAD = 1  # Q per-thread: tokens tile*GROUP + 8*i + t, t = group % 8
-ROWS_K_THREAD = 2  # K per-thread: tokens tile*GROUP + 8*i + 2t + {0, 1}, t = group % 4
+# Grouping modes of quant_rows within each tile of TILE tokens.
+ROWS_BLOCK = 0  # the whole tile is one group
+ROWS_Q_THREAD = 1  # Q per-thread: 8 groups, token t in group t % 8
+ROWS_K_THREAD = 2  # K per-thread: 4 groups, token t in group (t % 8) // 2
 
 
 @triton.jit
@@ -44,24 +44,36 @@ def _min(a, b):
 
 
 @triton.jit
+def _group_amax(row_amax, MODE: tl.constexpr, BLOCK: tl.constexpr, TILE: tl.constexpr):
+    """Each row's group amax, from the rows' own amax (BLOCK rows = BLOCK // TILE tiles)."""
+    if MODE == 0:  # one group per tile
+        r = tl.reshape(row_amax, (BLOCK // TILE, TILE))
+        g = tl.max(r, axis=1)
+        out = tl.broadcast_to(g[:, None], (BLOCK // TILE, TILE))
+    elif MODE == 1:  # Q per-thread: rows with the same index mod 8 within a tile
+        r = tl.reshape(row_amax, (BLOCK // TILE, TILE // 8, 8))
+        g = tl.max(r, axis=1)
+        out = tl.broadcast_to(g[:, None, :], (BLOCK // TILE, TILE // 8, 8))
+    else:  # K per-thread: rows with the same (index mod 8) // 2 within a tile
+        r = tl.reshape(row_amax, (BLOCK // TILE, TILE // 8, 4, 2))
+        g = tl.max(tl.max(r, axis=3), axis=1)
+        out = tl.broadcast_to(g[:, None, :, None], (BLOCK // TILE, TILE // 8, 4, 2))
+    return tl.reshape(out, (BLOCK,))
+
+
+@triton.jit
 def quant_rows(
     X, X_q, Scale, Mean, QK_mean,
     N, H, H_MEAN,
     stride_xb, stride_xh, stride_xn,
-    MODE: tl.constexpr, GROUP: tl.constexpr, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    MODE: tl.constexpr, TILE: tl.constexpr, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr,
     QMAX: tl.constexpr, SUBTRACT_MEAN: tl.constexpr, WRITE_QK_MEAN: tl.constexpr,
 ):
-    g = tl.program_id(0)
+    blk = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
-    i = tl.arange(0, ROWS)
-    if MODE == 0:
-        rows = g * GROUP + i
-    elif MODE == 1:
-        rows = (g // 8) * GROUP + i * 8 + g % 8
-    else:
-        rows = (g // 4) * GROUP + (i // 2) * 8 + 2 * (g % 4) + i % 2
+    rows = blk * BLOCK + tl.arange(0, BLOCK)
     d = tl.arange(0, HEAD_DIM)
     valid = rows < N
     base = X + b.to(tl.int64) * stride_xb + h.to(tl.int64) * stride_xh
@@ -69,18 +81,18 @@ def quant_rows(
     x = x.to(tl.float32)
     if SUBTRACT_MEAN:
         mean = tl.load(Mean + (b * H_MEAN + h) * HEAD_DIM + d)
-        x = tl.where(valid[:, None], x - mean[None, :], 0.0)
+        x = tl.where(valid[:, None], x - mean[None, :], 0.0)  # rows past N stay 0: no say in any amax
     if WRITE_QK_MEAN:
         # Q's rows dotted with their kv head's K mean: the K-smoothing correction of the lse.
         k_mean = tl.load(Mean + (b * H_MEAN + h // (H // H_MEAN)) * HEAD_DIM + d)
         tl.store(QK_mean + bh.to(tl.int64) * N + rows, tl.sum(x * k_mean[None, :], axis=1), mask=valid)
-    amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+    amax = _group_amax(tl.max(tl.abs(x), axis=1), MODE, BLOCK, TILE)
     scale = tl.where(amax > 0, amax / QMAX, 1.0)
-    xq = _round_half_even(tl.math.div_rn(x, scale))  # IEEE division, as the reference
+    xq = _round_half_even(tl.math.div_rn(x, scale[:, None]))  # IEEE division, as the reference
     xq = tl.minimum(tl.maximum(xq, -QMAX), QMAX).to(tl.int8)
     out = X_q + bh.to(tl.int64) * N * HEAD_DIM
     tl.store(out + rows[:, None].to(tl.int64) * HEAD_DIM + d[None, :], xq, mask=valid[:, None])
-    tl.store(Scale + bh.to(tl.int64) * N + rows, tl.zeros([ROWS], tl.float32) + scale, mask=valid)
+    tl.store(Scale + bh.to(tl.int64) * N + rows, scale, mask=valid)
 
 
 @triton.jit
