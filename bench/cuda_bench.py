@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             print(f"{B}x{H}x{N}x{D} {name:>14}: {ms:8.3f} ms {row['tflops']:7.1f} TFLOPS", flush=True)
         for mode in MODES:
             cfg = QuantConfig(pv_mode=mode, tiles=cuda.tiles(mode, D))
-            call = Call(TensorLayout.HND, False, 1 / math.sqrt(D), False, cfg)
+            call = Call(TensorLayout.HND, False, 1 / math.sqrt(D), False, cfg, head_dim=D)
             fn = lambda q, k, v, call=call: cuda.BACKEND.run(q, k, v, call)
             ms = do_bench(rotating(fn), warmup=50, rep=300, return_mode="median")
             row = {"shape": [B, H, N, D], "impl": f"cuda:{cfg.variant}", "ms": ms, "tflops": flops / ms / 1e9}

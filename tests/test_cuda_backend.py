@@ -96,7 +96,7 @@ def test_matches_reference(cuda_backend, shape, pv):
     layout = (TensorLayout.HND, TensorLayout.NHD)[(i // 2) % 2]
     cfg = QuantConfig(qk_quant=QKQuant.INT8, granularity=QKGranularity.PER_THREAD, pv_mode=pv,
                       tiles=cuda.tiles(pv, D))
-    call = Call(layout=layout, is_causal=causal, sm_scale=1 / math.sqrt(D), return_lse=True, cfg=cfg)
+    call = Call(layout=layout, is_causal=causal, sm_scale=1 / math.sqrt(D), return_lse=True, cfg=cfg, head_dim=D)
     q, k, v = _inputs(B, Hq, Hkv, Lq, Lk, D, dtype, layout)
     out, lse = _run(cuda, q, k, v, call)
     assert out.shape == q.shape and out.dtype == q.dtype and lse.shape == (B, Hq, Lq)
@@ -107,7 +107,7 @@ def test_matches_reference(cuda_backend, shape, pv):
     assert tight.rel_l1 <= bound, f"vs reference (same quantization): {tight}"
     assert torch.allclose(lse, ref_lse, atol=2e-3, rtol=1e-4), (lse - ref_lse).abs().max()
     exact = reference.attention(q, k, v, Call(layout, causal, call.sm_scale, False,
-                                              QuantConfig(qk_quant=QKQuant.NONE, pv_mode=PVMode.NONE)))
+                                              QuantConfig(qk_quant=QKQuant.NONE, pv_mode=PVMode.NONE), head_dim=D))
     loose = errors(out, exact.float())
     assert loose.rel_l1 <= LOOSE_REL_L1[pv] and loose.cos >= 0.995, f"vs float32: {loose}"
 
@@ -117,7 +117,7 @@ def test_matches_reference(cuda_backend, shape, pv):
 def test_granularities(cuda_backend, gran, pv):
     cuda = cuda_backend
     cfg = QuantConfig(granularity=gran, pv_mode=pv, tiles=cuda.tiles(pv, 128))
-    call = Call(TensorLayout.HND, False, 0.1, False, cfg)
+    call = Call(TensorLayout.HND, False, 0.1, False, cfg, head_dim=128)
     q, k, v = _inputs(2, 4, 4, 257, 190, 128, torch.float16, TensorLayout.HND)
     out = _run(cuda, q, k, v, call)
     assert errors(out, reference.attention(q, k, v, call)).rel_l1 <= 1e-3
@@ -126,7 +126,7 @@ def test_granularities(cuda_backend, gran, pv):
 def test_no_smoothing_and_no_lse(cuda_backend):
     cuda = cuda_backend
     cfg = QuantConfig(pv_mode=PVMode.FP16, smooth_k=False, tiles=cuda.tiles(PVMode.FP16, 64))
-    call = Call(TensorLayout.NHD, True, 0.125, False, cfg)
+    call = Call(TensorLayout.NHD, True, 0.125, False, cfg, head_dim=64)
     q, k, v = _inputs(1, 2, 1, 100, 100, 64, torch.bfloat16, TensorLayout.NHD)
     out = _run(cuda, q, k, v, call)
     assert errors(out, reference.attention(q, k, v, call)).rel_l1 <= 2e-3
@@ -135,10 +135,10 @@ def test_no_smoothing_and_no_lse(cuda_backend):
 def test_unsupported_reasons(cuda_backend):
     cuda = cuda_backend
     q = torch.randn(1, 2, 8, 256, device="cuda", dtype=torch.float16)
-    call = Call(TensorLayout.HND, False, 0.1, False, QuantConfig(pv_mode=PVMode.FP16))
+    call = Call(TensorLayout.HND, False, 0.1, False, QuantConfig(pv_mode=PVMode.FP16), head_dim=256)
     assert "head_dim" in cuda.BACKEND.unsupported(q, q, q, call)
     q = torch.randn(1, 2, 8, 64, device="cuda", dtype=torch.float16)
-    call = Call(TensorLayout.HND, False, 0.1, False, QuantConfig(qk_quant=QKQuant.INT4))
+    call = Call(TensorLayout.HND, False, 0.1, False, QuantConfig(qk_quant=QKQuant.INT4), head_dim=64)
     assert "qk_quant" in cuda.BACKEND.unsupported(q, q, q, call)
 
 
