@@ -32,7 +32,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--modes", default=",".join(m.value for m in MODES),
+                    help="comma-separated P·V modes (default: all)")
+    ap.add_argument("--no-sdpa", action="store_true", help="skip the SDPA baseline rows")
     args = ap.parse_args(argv)
+    modes = [PVMode(m) for m in args.modes.split(",")]
     dtype = getattr(torch, args.dtype)
     rows = []
     for B, H, N, D in SHAPES:
@@ -53,14 +57,15 @@ def main(argv=None) -> int:
         if N <= 4608:
             q, k, v = inputs[0]
             ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
-        for name, fn in [("sdpa", lambda q, k, v: F.scaled_dot_product_attention(q, k, v))]:
+        baselines = [] if args.no_sdpa else [("sdpa", lambda q, k, v: F.scaled_dot_product_attention(q, k, v))]
+        for name, fn in baselines:
             ms = do_bench(rotating(fn), warmup=50, rep=300, return_mode="median")
             row = {"shape": [B, H, N, D], "impl": name, "ms": ms, "tflops": flops / ms / 1e9}
             if ref is not None:
                 row["accuracy_vs_fp32"] = errors(fn(*inputs[0]), ref).as_dict()
             rows.append(row)
             print(f"{B}x{H}x{N}x{D} {name:>14}: {ms:8.3f} ms {row['tflops']:7.1f} TFLOPS", flush=True)
-        for mode in MODES:
+        for mode in modes:
             cfg = QuantConfig(pv_mode=mode, tiles=cuda.tiles(mode, D))
             call = Call(TensorLayout.HND, False, 1 / math.sqrt(D), False, cfg, head_dim=D)
             fn = lambda q, k, v, call=call: cuda.BACKEND.run(q, k, v, call)

@@ -15,12 +15,20 @@
 
 namespace cs {
 
-template <int D, PV MODE>
+// CTA_Q: query rows per CTA. The quantization tile (tiles.h, blk_q = 128: Q padding and
+// PER_BLOCK scales) stays 128 rows; a CTA may cover half of it. 64-row CTAs (4 warps) run two
+// per SM where shared memory allows: two independent CTAs drift out of phase, so one's
+// softmax (MUFU/ALU) overlaps the other's MMAs, which 8 warps behind one barrier could not.
+template <int D, PV MODE, int CTA_Q>
 struct AttnCfg {
   static_assert(D == 64 || D == 128, "head_dim: the mma.sync kernels support 64 and 128");
   static constexpr TileShape T = tiles_for(D, MODE, 80);
-  static constexpr int BLK_Q = T.blk_q, WARP_Q = T.warp_q, BLK_K = T.blk_k;
-  static_assert(BLK_Q == 128 && WARP_Q == 16 && BLK_K == 64, "the fragment code below assumes 128/16/64");
+  static constexpr int BLK_Q = CTA_Q, WARP_Q = T.warp_q, BLK_K = T.blk_k;
+  static_assert(T.blk_q % CTA_Q == 0, "a CTA covers a whole number of CTAs per quantization tile");
+  static_assert((BLK_Q == 128 || BLK_Q == 64) && WARP_Q == 16 && BLK_K == 64, "the fragment code below assumes 64|128/16/64");
+  // 255 registers x 128 threads x 2 CTAs fit the 64K register file without a min-CTAs hint (with
+  // the hint, sm_120a spilled 12-44 B at D=128).
+  static constexpr int MIN_CTAS = 1;
   static constexpr int WARPS = BLK_Q / WARP_Q;
   static constexpr int THREADS = WARPS * 32;
   static constexpr int MT = WARP_Q / 16;   // m16 tiles per warp
@@ -38,18 +46,27 @@ struct AttnCfg {
   static_assert(NS % 4 == 0, "8-bit P·V consumes S in k32 steps (4 n8 tiles)");
 };
 
-// Q·Kᵀ of one 64-key block into int32 accumulators; the caller adds kMagicI (see convert.cuh), so
+// Where the register file allows (sm_90: no spills), int32 MMA accumulators start at kMagicI
+// (convert.cuh) and convert with one FADD; elsewhere they start at 0 (+ IADD kMagicI): the 32
+// live constants spilled on sm_120a.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
+constexpr int kAccInit = kMagicI;
+#else
+constexpr int kAccInit = 0;
+#endif
+constexpr int kAccBias = kMagicI - kAccInit;
+
+// Q·Kᵀ of one 64-key block into int32 accumulators started at kAccInit, so
 // S converts to float with one exact FADD instead of a quarter-rate I2F.
-template <int D, PV MODE>
-__device__ __forceinline__ void qk_block(int (&sacc)[AttnCfg<D, MODE>::MT][AttnCfg<D, MODE>::NS][4],
-                                         const uint8_t* sQ, const uint8_t* sK, int warp, int lane) {
-  using C = AttnCfg<D, MODE>;
+template <class C>
+__device__ __forceinline__ void qk_block(int (&sacc)[C::MT][C::NS][4], const uint8_t* sQ, const uint8_t* sK,
+                                         int warp, int lane) {
 #pragma unroll
   for (int m = 0; m < C::MT; ++m)
 #pragma unroll
     for (int j = 0; j < C::NS; ++j)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) sacc[m][j][i] = 0;
+      for (int i = 0; i < 4; ++i) sacc[m][j][i] = kAccInit;
 #pragma unroll
   for (int kk = 0; kk < C::KQ; ++kk) {
     // Q fragments (A of m16n8k32) re-read from smem each step: keeping all of them in
@@ -74,11 +91,9 @@ __device__ __forceinline__ void qk_block(int (&sacc)[AttnCfg<D, MODE>::MT][AttnC
   }
 }
 
-template <int D, PV MODE>
-// One CTA per SM: at two (128 regs) D=128 spilled 100-240 B on sm_90a, D=64 8-44 B on other arches.
-__global__ void __launch_bounds__(AttnCfg<D, MODE>::THREADS, /*min CTAs per SM=*/1)
-attn_kernel(const __grid_constant__ AttnParams p) {
-  using C = AttnCfg<D, MODE>;
+template <int D, PV MODE, int CTA_Q>
+__device__ __forceinline__ void attn_cta(const AttnParams& p) {
+  using C = AttnCfg<D, MODE, CTA_Q>;
   constexpr int MT = C::MT, NS = C::NS, NO = C::NO;
   // 8-bit P: the static P scale is folded into the exponent (P·PS = exp2(s - m + log2 PS)), so
   // l sums P·PS and the epilogue divides by PS once.
@@ -162,7 +177,7 @@ attn_kernel(const __grid_constant__ AttnParams p) {
   for (int m = 0; m < MT; ++m) { m_run[m][0] = m_run[m][1] = -INFINITY; l_run[m][0] = l_run[m][1] = 0.f; }
 
   int sacc[MT][NS][4];
-  qk_block<D, MODE>(sacc, sQ, sK0, warp, lane);
+  qk_block<C>(sacc, sQ, sK0, warp, lane);
 
   for (int kb = 0; kb < nkb; ++kb) {
     cp_async_wait<0>();
@@ -184,7 +199,7 @@ attn_kernel(const __grid_constant__ AttnParams p) {
 #pragma unroll
       for (int j = 0; j < NS; ++j)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) s[m][j][i] = magic_to_float(sacc[m][j][i] + kMagicI) * f;
+        for (int i = 0; i < 4; ++i) s[m][j][i] = magic_to_float(sacc[m][j][i] + kAccBias) * f;
     if ((k0 + C::BLK_K > p.Lk) || (p.causal && k0 + C::BLK_K - 1 > wq0)) {
 #pragma unroll
       for (int m = 0; m < MT; ++m)
@@ -199,7 +214,7 @@ attn_kernel(const __grid_constant__ AttnParams p) {
     }
 
     // ---- S(kb+1) on the tensor cores (stale smem on the last iteration: computed, never used) ----
-    if constexpr (PIPE) qk_block<D, MODE>(sacc, sQ, sKn, warp, lane);
+    if constexpr (PIPE) qk_block<C>(sacc, sQ, sKn, warp, lane);
 
     // ---- online softmax of S(kb) ----
     float alpha[MT][2];
@@ -319,11 +334,11 @@ attn_kernel(const __grid_constant__ AttnParams p) {
           for (int e = 0; e < 2; ++e) {
             float* od = o[m][2 * dp + e];
             if constexpr (MODE == PV::INT8) {
-              int c[4] = {0, 0, 0, 0};  // exact int32 sum over the block
+              int c[4] = {kAccInit, kAccInit, kAccInit, kAccInit};  // exact int32 sum over the block
 #pragma unroll
               for (int kk = 0; kk < NS / 4; ++kk) mma_u8s8(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
 #pragma unroll
-              for (int i = 0; i < 4; ++i) od[i] = FUSE_ALPHA ? fmaf(od[i], alpha[m][i >> 1], magic_to_float(c[i] + kMagicI)) : od[i] + magic_to_float(c[i] + kMagicI);
+              for (int i = 0; i < 4; ++i) od[i] = FUSE_ALPHA ? fmaf(od[i], alpha[m][i >> 1], magic_to_float(c[i] + kAccBias)) : od[i] + magic_to_float(c[i] + kAccBias);
             } else if constexpr (MODE == PV::FP8) {
               float c[4] = {0.f, 0.f, 0.f, 0.f};  // fresh fp32 tile per block (two-level accumulation)
 #pragma unroll
@@ -343,7 +358,7 @@ attn_kernel(const __grid_constant__ AttnParams p) {
           }
       }
     }
-    if constexpr (!PIPE) qk_block<D, MODE>(sacc, sQ, sKn, warp, lane);
+    if constexpr (!PIPE) qk_block<C>(sacc, sQ, sKn, warp, lane);
   }
 
   // ---- epilogue: O / l (times V's per-channel scale / P scale for 8-bit modes) ----
@@ -388,15 +403,50 @@ attn_kernel(const __grid_constant__ AttnParams p) {
     }
 }
 
-template <int D, PV MODE>
-cudaError_t launch_attn(const AttnParams& p, cudaStream_t stream) {
-  using C = AttnCfg<D, MODE>;
-  auto kernel = attn_kernel<D, MODE>;
+// 128-row CTAs: one per SM (two 8-warp CTAs at 128 regs spilled 100-240 B at D=128).
+// 64-row CTAs: two per SM at the same 255 registers per thread, only where two FP16-V CTAs fit
+// in shared memory (sm_80, sm_90); on the ~100 KB arches the host never launches them, and
+// their body is a stub (compiled there, they spilled 12-44 B on sm_120a).
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 870 || __CUDA_ARCH__ == 890 || __CUDA_ARCH__ >= 1200)
+constexpr bool kSmallSmemArch = true;
+#else
+constexpr bool kSmallSmemArch = false;
+#endif
+
+template <int D, PV MODE, int CTA_Q>
+__global__ void __launch_bounds__(AttnCfg<D, MODE, CTA_Q>::THREADS, AttnCfg<D, MODE, CTA_Q>::MIN_CTAS)
+attn_kernel(const __grid_constant__ AttnParams p) {
+  if constexpr (kSmallSmemArch && CTA_Q == 64) __trap();
+  else attn_cta<D, MODE, CTA_Q>(p);
+}
+
+template <int D, PV MODE, int CTA_Q>
+cudaError_t launch_cta(const AttnParams& p, cudaStream_t stream) {
+  using C = AttnCfg<D, MODE, CTA_Q>;
+  auto kernel = attn_kernel<D, MODE, CTA_Q>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
   if (err != cudaSuccess) return err;
   const dim3 grid(p.Lq_pad / C::BLK_Q, p.Hq, p.B);
   kernel<<<grid, C::THREADS, C::SMEM, stream>>>(p);
   return cudaGetLastError();
+}
+
+// 64-row CTAs where two FP16-V CTAs fit in one SM's shared memory (sm_80, sm_90: 164/228 KB),
+// else 128-row CTAs (sm_86/89/120 at ~100 KB: one 4-warp CTA per SM would idle the SM). The
+// test is the same for every mode so that each arch uses one CTA shape (see kSmallSmemArch).
+template <int D, PV MODE>
+cudaError_t launch_attn(const AttnParams& p, cudaStream_t stream) {
+#ifdef CS_CTA_Q
+  return launch_cta<D, MODE, CS_CTA_Q>(p, stream);  // A/B switch for measurements
+#else
+  int dev = 0, smem_sm = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
+  if (err != cudaSuccess) return err;
+  constexpr int kReservedPerCta = 1024;  // the runtime's own shared memory per CTA (sm_80+)
+  if (2 * (AttnCfg<D, PV::FP16, 64>::SMEM + kReservedPerCta) <= smem_sm) return launch_cta<D, MODE, 64>(p, stream);
+  return launch_cta<D, MODE, 128>(p, stream);
+#endif
 }
 
 }  // namespace cs

@@ -73,10 +73,11 @@ def _sass(tool: str, obj: Path, arch: int) -> dict[str, str]:
     return kernels
 
 
-def _attn_kernel(kernels: dict[str, str]) -> str:
-    names = [n for n in kernels if "attn_kernel" in n]
-    assert len(names) == 1, f"expected one attention kernel, found {names}"
-    return kernels[names[0]]
+def _attn_kernels(kernels: dict[str, str]) -> dict[str, str]:
+    """The attention kernels of one instantiation file: one per CTA height (64 and 128 rows)."""
+    found = {n: sass for n, sass in kernels.items() if "attn_kernel" in n}
+    assert len(found) == 2, f"expected two attention kernels (64- and 128-row CTAs), found {list(found)}"
+    return found
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -88,7 +89,13 @@ def test_attention_sass(built, arch, d, pv):
     out, tool = built
     obj = out / "obj" / f"instantiations__attn_hd{d}_{pv}.cu.o"
     assert obj.exists(), f"missing object {obj.name}"
-    sass = _attn_kernel(_sass(tool, obj, arch))
+    for name, sass in _attn_kernels(_sass(tool, obj, arch)).items():
+        if arch in (86, 89, 120) and "Li64EE" in name:
+            continue  # 64-row CTAs are a trap stub on the ~100 KB shared-memory arches (never launched)
+        _check_attention_sass(sass, arch, d, pv)
+
+
+def _check_attention_sass(sass: str, arch: int, d: int, pv: str) -> None:
     ops = re.findall(r"^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass, re.M)
     mnemonics = set(op.split(".")[0] for op in ops)
     assert "IMMA" in mnemonics, f"sm_{arch} hd{d} {pv}: INT8 Q·Kᵀ did not assemble to IMMA"
