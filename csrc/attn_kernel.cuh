@@ -27,8 +27,16 @@ struct AttnCfg {
   static_assert(T.blk_q % CTA_Q == 0, "a CTA covers a whole number of CTAs per quantization tile");
   static_assert((BLK_Q == 128 || BLK_Q == 64) && WARP_Q == 16 && BLK_K == 64, "the fragment code below assumes 64|128/16/64");
   // 255 registers x 128 threads x 2 CTAs fit the 64K register file without a min-CTAs hint (with
-  // the hint, sm_120a spilled 12-44 B at D=128).
-  static constexpr int MIN_CTAS = 1;
+  // the hint, sm_120a spilled 12-44 B at D=128). INT8 P·V fits three 64-row CTAs (168
+  // registers on sm_90a, no spills; FP16 P·V spilled 40-120 B, INT8 on sm_80 100 B): 12 warps per SM.
+#if defined(CS_INT8_MIN_CTAS)
+  static constexpr int INT8_MIN_CTAS = CS_INT8_MIN_CTAS;  // A/B switch for measurements
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
+  static constexpr int INT8_MIN_CTAS = 3;
+#else
+  static constexpr int INT8_MIN_CTAS = 1;
+#endif
+  static constexpr int MIN_CTAS = (BLK_Q == 64 && MODE == PV::INT8) ? INT8_MIN_CTAS : 1;
   static constexpr int WARPS = BLK_Q / WARP_Q;
   static constexpr int THREADS = WARPS * 32;
   static constexpr int MT = WARP_Q / 16;   // m16 tiles per warp
