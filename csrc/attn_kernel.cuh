@@ -1,10 +1,13 @@
 // INT8 Q·Kᵀ attention with mma.sync, one P·V mode per instantiation.
 //
-// CTA: BLK_Q=128 query rows, 8 warps of WARP_Q=16 rows (one m16 tile each); the KV sequence
-// is walked in blocks of BLK_K=64 with cp.async double buffering of K and V. Q fragments are
-// re-read from smem each k32 step. Scores are scaled into base-2 units (sm_scale*log2e folded
-// into the Q scale) and the online softmax uses exp2. Roles: params.h (no torch), tiles.h
-// (shapes), this file (mainloop + epilogue + launch), instantiations/*.cu (one per variant).
+// CTA: 64 or 128 query rows (launch_attn picks by shared memory per SM), warps of WARP_Q=16
+// rows (one m16 tile each); the KV sequence is walked in blocks of BLK_K=64, K and V
+// double-buffered by cp.async, and Q·Kᵀ of the next block is issued before the softmax of the
+// current one. Q fragments are re-read from smem each k32 step. Scores are in base-2 units
+// (sm_scale*log2e folded into the Q scale), exp2 on MUFU; int32 results convert to float
+// through the mantissa (convert.cuh), not the quarter-rate I2F. Roles: params.h (no torch),
+// tiles.h (quantization tiles), this file (mainloop + epilogue + launch), instantiations/*.cu
+// (one file per variant; each holds the 64- and 128-row kernels). Measurements: NOTES.md.
 #pragma once
 #include "common.cuh"
 #include "tiles.h"
