@@ -145,7 +145,7 @@ def _prepare(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, backend, v
 
     cfg = _quant_config(variant if backend != "sdpa" else None, qk_quant, qk_granularity, pv_mode,
                         smooth_k, smooth_q, tiles)
-    selection = _select_backend(backend, variant, cfg, q, k, layout, head_dim, attn_mask)
+    selection = _select_backend(backend, variant, cfg, q, k, layout, head_dim, attn_mask, is_causal)
     if tiles is None and selection.backend != "sdpa":
         cfg = dataclasses.replace(cfg, tiles=backends.get(selection.backend).tiles(cfg, _padded(head_dim), q.device))
     call = Call(layout=layout, is_causal=is_causal, sm_scale=float(sm_scale), return_lse=bool(return_lse),
@@ -182,7 +182,7 @@ def _quant_config(variant, qk_quant, qk_granularity, pv_mode, smooth_k, smooth_q
     )
 
 
-def _select_backend(backend, variant, cfg, q, k, layout, head_dim, attn_mask) -> Selection:
+def _select_backend(backend, variant, cfg, q, k, layout, head_dim, attn_mask, is_causal) -> Selection:
     if backend == "sdpa":
         from .backends.sdpa import KERNELS
         if variant is not None and variant not in KERNELS:
@@ -203,9 +203,12 @@ def _select_backend(backend, variant, cfg, q, k, layout, head_dim, attn_mask) ->
         return Selection("sdpa", "default", "a mask was given and the quantized kernels take none")
     n_q = q.shape[2] if layout is TensorLayout.HND else q.shape[1]
     n_kv = k.shape[2] if layout is TensorLayout.HND else k.shape[1]
-    rule = dispatch.choose(q, k, _padded(head_dim), n_q, n_kv)
+    rule = dispatch.choose(q, _padded(head_dim), n_q, n_kv, is_causal)
     if rule is None or backends.why_not(rule.backend) is not None:
         return Selection("sdpa", "default", "no measured win over SDPA for this GPU and shape")
+    if rule.variant != cfg.variant:
+        return Selection("sdpa", "default", f"no measured win over SDPA for variant {cfg.variant} on this GPU "
+                                            f"and shape (measured: {rule.variant})")
     return Selection(rule.backend, rule.variant, None)
 
 

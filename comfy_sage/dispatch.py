@@ -19,15 +19,22 @@ class Rule:
     head_dims: tuple[int, ...]  # padded head dims the rule covers
     min_q_tokens: int  # the win was measured from this query length up
     min_kv_tokens: int
+    causal: bool  # the masking the win was measured with
     backend: str
     variant: str
     evidence: str  # bench/results/<file>.json
 
 
-RULES: tuple[Rule, ...] = ()
+RULES: tuple[Rule, ...] = (
+    # H200 (sm_90), bf16, non-causal, head dim 128: triton INT8-QK + FP8-PV 1.08-1.11x cuDNN SDPA
+    # from 32760 tokens (Wan 2.1 1.3B/14B 480p and 720p, HunyuanVideo 720p); 0.99x at 16384 and
+    # 0.91x at 8192, so the rule starts at 32760. rel-L1 0.039 vs float32 (SageAttention2's scheme).
+    Rule(capability=(9, 0), head_dims=(128,), min_q_tokens=32760, min_kv_tokens=32760, causal=False,
+         backend="triton", variant="int8qk-fp8pv", evidence="bench/results/2026-11-22-h200-final-bench.json"),
+)
 
 
-def choose(q: torch.Tensor, k: torch.Tensor, head_dim: int, tokens_q: int, tokens_kv: int) -> Optional[Rule]:
+def choose(q: torch.Tensor, head_dim: int, tokens_q: int, tokens_kv: int, is_causal: bool) -> Optional[Rule]:
     """The first rule that covers this call on q's device, or None (then: SDPA)."""
     if q.device.type != "cuda":
         return None
@@ -38,6 +45,7 @@ def choose(q: torch.Tensor, k: torch.Tensor, head_dim: int, tokens_q: int, token
             and head_dim in rule.head_dims
             and tokens_q >= rule.min_q_tokens
             and tokens_kv >= rule.min_kv_tokens
+            and rule.causal == is_causal
         ):
             return rule
     return None

@@ -1,0 +1,47 @@
+"""backend="auto": every rule of the table is backed by its committed measurement."""
+
+import json
+import os
+import types
+
+import pytest
+import torch
+
+from comfy_sage import dispatch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("rule", dispatch.RULES, ids=lambda r: f"{r.backend}.{r.variant}")
+def test_rule_is_a_measured_win(rule):
+    with open(os.path.join(ROOT, rule.evidence)) as f:
+        data = json.load(f)
+    assert tuple(data["environment"]["capability"]) == rule.capability
+    rows = {(r["shape"], r["variant"]): r for r in data["rows"]}
+    covered = []
+    for (shape, variant), row in rows.items():
+        if variant != f"{rule.backend}.{rule.variant}" or row.get("ms") is None:
+            continue
+        b, h, n, d = (int(x) for x in row["dims"].split()[0].split("x"))
+        causal = row["dims"].endswith("causal")
+        if d in rule.head_dims and n >= rule.min_q_tokens and causal == rule.causal:
+            covered.append(shape)
+            # Faster than every SDPA kernel measured at that shape.
+            sdpa = [r["ms"] for (s, v), r in rows.items() if s == shape and v.startswith("sdpa.") and r.get("ms")]
+            assert sdpa and row["ms"] < min(sdpa), (shape, row["ms"], sdpa)
+            assert row["rel_l1"] < 0.045  # SageAttention2's scheme: 0.038 on Gaussian bf16 inputs
+    assert covered, "the evidence has no measurement inside the rule's shape class"
+
+
+def test_choose_matches_only_the_measured_class(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    q = types.SimpleNamespace(device=torch.device("cuda"))
+    rule = dispatch.choose(q, 128, 32760, 32760, False)
+    assert rule is not None and (rule.backend, rule.variant) == ("triton", "int8qk-fp8pv")
+    assert dispatch.choose(q, 128, 32760, 32760, True) is None  # causal: not measured
+    assert dispatch.choose(q, 128, 16384, 16384, False) is None  # 0.99x there
+    assert dispatch.choose(q, 128, 32760, 512, False) is None  # cross-attention to text: not measured
+    assert dispatch.choose(q, 64, 32760, 32760, False) is None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
+    assert dispatch.choose(q, 128, 32760, 32760, False) is None
+    assert dispatch.choose(types.SimpleNamespace(device=torch.device("cpu")), 128, 32760, 32760, False) is None
