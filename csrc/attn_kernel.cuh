@@ -1,7 +1,8 @@
 // INT8 Q·Kᵀ attention with mma.sync, one P·V mode per instantiation.
 //
 // CTA: 64 or 128 query rows (launch_attn picks by shared memory per SM), warps of WARP_Q=16
-// rows (one m16 tile each); the KV sequence is walked in blocks of BLK_K=64, K and V
+// rows (one m16 tile each) or, on sm_90a, 128-row CTAs of 32-row warps (two m16 tiles share each
+// K/V fragment; no Q·Kᵀ pipelining; an A/B switch, slower, see NOTES.md v4); the KV sequence is walked in blocks of BLK_K=64, K and V
 // double-buffered by cp.async, and Q·Kᵀ of the next block is issued before the softmax of the
 // current one. Q fragments are re-read from smem each k32 step. Scores are in base-2 units
 // (sm_scale*log2e folded into the Q scale), exp2 on MUFU; int32 results convert to float
@@ -22,13 +23,19 @@ namespace cs {
 // PER_BLOCK scales) stays 128 rows; a CTA may cover half of it. 64-row CTAs (4 warps) run two
 // per SM where shared memory allows: two independent CTAs drift out of phase, so one's
 // softmax (MUFU/ALU) overlaps the other's MMAs, which 8 warps behind one barrier could not.
-template <int D, PV MODE, int CTA_Q>
+// WQ: query rows per warp: 16 (one m16 tile) or 32 (two m16 tiles: every ldmatrix'd K/V
+// fragment feeds two MMAs, halving the K/V shared-memory reads per query row; sm_90 only). The
+// quantization warp tile (tiles.h, warp_q = 16: PER_WARP/PER_THREAD Q scales) does not change:
+// a 32-row warp holds one Q scale per m16 tile.
+template <int D, PV MODE, int CTA_Q, int WQ>
 struct AttnCfg {
   static_assert(D == 64 || D == 128, "head_dim: the mma.sync kernels support 64 and 128");
   static constexpr TileShape T = tiles_for(D, MODE, 80);
-  static constexpr int BLK_Q = CTA_Q, WARP_Q = T.warp_q, BLK_K = T.blk_k;
+  static constexpr int BLK_Q = CTA_Q, WARP_Q = WQ, QW = T.warp_q, BLK_K = T.blk_k;
   static_assert(T.blk_q % CTA_Q == 0, "a CTA covers a whole number of CTAs per quantization tile");
-  static_assert((BLK_Q == 128 || BLK_Q == 64) && WARP_Q == 16 && BLK_K == 64, "the fragment code below assumes 64|128/16/64");
+  static_assert(QW == 16 && WARP_Q % QW == 0, "a warp covers whole 16-row quantization warp tiles");
+  static_assert((BLK_Q == 128 || BLK_Q == 64) && (WARP_Q == 16 || WARP_Q == 32) && BLK_K == 64,
+                "the fragment code below assumes 64|128 / 16|32 / 64");
   // 255 registers x 128 threads x 2 CTAs fit the 64K register file without a min-CTAs hint (with
   // the hint, sm_120a spilled 12-44 B at D=128). INT8 P·V fits three 64-row CTAs (168
   // registers on sm_90a, no spills; FP16 P·V spilled 40-120 B, INT8 on sm_80 100 B): 12 warps per SM.
@@ -39,7 +46,7 @@ struct AttnCfg {
 #else
   static constexpr int INT8_MIN_CTAS = 1;
 #endif
-  static constexpr int MIN_CTAS = (BLK_Q == 64 && MODE == PV::INT8) ? INT8_MIN_CTAS : 1;
+  static constexpr int MIN_CTAS = (BLK_Q == 64 && WARP_Q == 16 && MODE == PV::INT8) ? INT8_MIN_CTAS : 1;
   static constexpr int WARPS = BLK_Q / WARP_Q;
   static constexpr int THREADS = WARPS * 32;
   static constexpr int MT = WARP_Q / 16;   // m16 tiles per warp
@@ -59,19 +66,24 @@ struct AttnCfg {
 
 // Where the register file allows (sm_90: no spills), int32 MMA accumulators start at kMagicI
 // (convert.cuh) and convert with one FADD; elsewhere they start at 0 (+ IADD kMagicI): the 32
-// live constants spilled on sm_120a.
+// live constants spilled on sm_120a. 32-row warps (MT = 2) start at 0 too: with the biased
+// start they spilled on sm_90a.
+template <int MT>
+__host__ __device__ constexpr int acc_init() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
-constexpr int kAccInit = kMagicI;
+  return MT > 1 ? 0 : kMagicI;
 #else
-constexpr int kAccInit = 0;
+  return 0;
 #endif
-constexpr int kAccBias = kMagicI - kAccInit;
+}
 
 // Q·Kᵀ of one 64-key block into int32 accumulators started at kAccInit, so
 // S converts to float with one exact FADD instead of a quarter-rate I2F.
 template <class C>
 __device__ __forceinline__ void qk_block(int (&sacc)[C::MT][C::NS][4], const uint8_t* sQ, const uint8_t* sK,
                                          int warp, int lane) {
+  constexpr int kAccInit = acc_init<C::MT>();
+  if constexpr (C::MT > 1) lane = opaque(lane);  // no hoisted ldmatrix addresses (registers)
 #pragma unroll
   for (int m = 0; m < C::MT; ++m)
 #pragma unroll
@@ -80,6 +92,15 @@ __device__ __forceinline__ void qk_block(int (&sacc)[C::MT][C::NS][4], const uin
       for (int i = 0; i < 4; ++i) sacc[m][j][i] = kAccInit;
 #pragma unroll
   for (int kk = 0; kk < C::KQ; ++kk) {
+    // 32-row warps: each k32 step's fragment loads wait for the previous step's MMAs, and within
+    // a step every second K fragment for the MMAs before it. Without these fences ptxas issued
+    // all the loads early (up to 12 MMAs in flight) and spilled O: the scheduler, not the live
+    // values, set the register peak. (The fence is a real instruction: see opaque_after.)
+    if constexpr (C::MT > 1) {
+      if (kk > 0)
+#pragma unroll
+        for (int m = 0; m < C::MT; ++m) lane = opaque_after(lane, sacc[m][C::NS - 1][3]);
+    }
     // Q fragments (A of m16n8k32) re-read from smem each step: keeping all of them in
     // registers (16 regs at D=128) does not fit beside two S tiles and O.
     uint32_t qf[C::MT][4];
@@ -90,6 +111,9 @@ __device__ __forceinline__ void qk_block(int (&sacc)[C::MT][C::NS][4], const uin
     }
 #pragma unroll
     for (int jp = 0; jp < C::NS / 2; ++jp) {
+      if constexpr (C::MT > 1) {
+        if (jp > 0 && jp % 2 == 0) lane = opaque_after(lane, sacc[C::MT - 1][2 * jp - 1][3]);
+      }
       uint32_t kf[4];
       const int r = jp * 16 + (lane & 7) + (lane >> 4) * 8;
       ldmatrix_x4(kf, sK + swz<C::QK_CHUNKS>(r, kk * 2 + ((lane >> 3) & 1)));
@@ -102,10 +126,11 @@ __device__ __forceinline__ void qk_block(int (&sacc)[C::MT][C::NS][4], const uin
   }
 }
 
-template <int D, PV MODE, int CTA_Q>
+template <int D, PV MODE, int CTA_Q, int WQ>
 __device__ __forceinline__ void attn_cta(const AttnParams& p) {
-  using C = AttnCfg<D, MODE, CTA_Q>;
+  using C = AttnCfg<D, MODE, CTA_Q, WQ>;
   constexpr int MT = C::MT, NS = C::NS, NO = C::NO;
+  constexpr int kAccInit = acc_init<MT>(), kAccBias = kMagicI - kAccInit;
   // 8-bit P: the static P scale is folded into the exponent (P·PS = exp2(s - m + log2 PS)), so
   // l sums P·PS and the epilogue divides by PS once.
   constexpr float PS = pv_p_scale(MODE);
@@ -123,6 +148,9 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
 #else
   constexpr bool PIPE = true;
 #endif
+  // 32-row warps: a second S tile in flight (64 more int32) does not fit beside O (128 fp32 at
+  // D=128) in 255 registers; they run Q·Kᵀ after P·V, and rely on two CTAs per SM for overlap.
+  constexpr bool PIPE_W = PIPE && MT == 1;
   // 8-bit modes fold O's rescale by alpha into adding the block's fresh tile (one FFMA).
   constexpr bool FUSE_ALPHA = C::V8;
   extern __shared__ __align__(128) uint8_t smem[];
@@ -139,22 +167,38 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
   const int wq0 = q0 + warp * C::WARP_Q;
 
   const uint8_t* gQ = reinterpret_cast<const uint8_t*>(p.q8) + ((int64_t)(b * p.Hq + h) * p.Lq_pad + q0) * D;
-  const uint8_t* gK = reinterpret_cast<const uint8_t*>(p.k8) + (int64_t)(b * p.Hkv + hk) * p.Lk_pad * D;
-  const uint8_t* gV = reinterpret_cast<const uint8_t*>(p.v) + (int64_t)(b * p.Hkv + hk) * p.Lk_pad * D * (C::V8 ? 1 : 2);
-  const float* kscale = p.k_scale + (int64_t)(b * p.Hkv + hk) * p.k_scales_per_head;
+  // K/V head: 32-row warps re-read its index from shared memory in the loop and rebuild the
+  // three global pointers from the (constant-bank) params: 6 registers they lack.
+  const int bhk = b * p.Hkv + hk;
+  __shared__ int s_bhk;
+  if (tid == 0) s_bhk = bhk;  // read only after the first barrier
+  auto bhk_loop = [&]() -> int {
+    if constexpr (C::MT > 1) return *reinterpret_cast<volatile int*>(&s_bhk);
+    else return bhk;
+  };
+  const uint8_t* gK0 = reinterpret_cast<const uint8_t*>(p.k8) + (int64_t)bhk * p.Lk_pad * D;
+  const uint8_t* gV0 = reinterpret_cast<const uint8_t*>(p.v) + (int64_t)bhk * p.Lk_pad * D * (C::V8 ? 1 : 2);
+  const float* kscale0 = p.k_scale + (int64_t)bhk * p.k_scales_per_head;
+  auto gK = [&](int hd) { return C::MT > 1 ? reinterpret_cast<const uint8_t*>(p.k8) + (int64_t)hd * p.Lk_pad * D : gK0; };
+  auto gV = [&](int hd) { return C::MT > 1 ? reinterpret_cast<const uint8_t*>(p.v) + (int64_t)hd * p.Lk_pad * D * (C::V8 ? 1 : 2) : gV0; };
+  auto kscale = [&](int hd) { return C::MT > 1 ? p.k_scale + (int64_t)hd * p.k_scales_per_head : kscale0; };
 
   const int kv_end = p.causal ? min(p.Lk, q0 + C::BLK_Q) : p.Lk;
   const int nkb = ceil_div(kv_end, C::BLK_K);
 
-  auto load_k = [&](int kb) {
-    load_tile_async<C::BLK_K, C::QK_CHUNKS, C::THREADS>(sK0 + (kb & 1) * C::K_BYTES, gK + (int64_t)kb * C::BLK_K * D, D, tid);
+  // 32-row warps: the cp.async addresses (4-8 copies per thread per tile) are recomputed per
+  // block from an opaque tid instead of held across the loop (they spilled 40-96 B otherwise).
+  auto load_k = [&](int kb, int hd) {
+    const int tl = C::MT > 1 ? opaque(tid) : tid;
+    load_tile_async<C::BLK_K, C::QK_CHUNKS, C::THREADS>(sK0 + (kb & 1) * C::K_BYTES, gK(hd) + (int64_t)kb * C::BLK_K * D, D, tl);
   };
-  auto load_v = [&](int kb) {
+  auto load_v = [&](int kb, int hd) {
+    const int tl = C::MT > 1 ? opaque(tid) : tid;
     uint8_t* dst = sV0 + (kb & 1) * C::V_BYTES;
     if constexpr (C::V8) {
-      load_tile_async<C::V_ROWS, C::V_CHUNKS, C::THREADS>(dst, gV + (int64_t)kb * C::BLK_K, p.Lk_pad, tid);
+      load_tile_async<C::V_ROWS, C::V_CHUNKS, C::THREADS>(dst, gV(hd) + (int64_t)kb * C::BLK_K, p.Lk_pad, tl);
     } else {
-      load_tile_async<C::V_ROWS, C::V_CHUNKS, C::THREADS>(dst, gV + (int64_t)kb * C::BLK_K * D * 2, D * 2, tid);
+      load_tile_async<C::V_ROWS, C::V_CHUNKS, C::THREADS>(dst, gV(hd) + (int64_t)kb * C::BLK_K * D * 2, D * 2, tl);
     }
   };
 
@@ -164,17 +208,31 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
   // Stage s of K holds blocks kb ≡ s (mod 2), as does stage s of V. One barrier per iteration:
   // at its top K(kb) and V(kb-1) are no longer read, so K(kb+2) and V(kb+1) may overwrite them.
   load_tile_async<C::BLK_Q, C::QK_CHUNKS, C::THREADS>(sQ, gQ, D, tid);
-  load_k(0);
+  load_k(0, bhk);
   cp_async_commit();
-  load_v(0);
-  if (nkb > 1) load_k(1);
+  load_v(0, bhk);
+  if (nkb > 1) load_k(1, bhk);
   cp_async_commit();
   cp_async_wait<1>();
   __syncthreads();
 
+  // 32-row warps park their two Q scales in shared memory (one slot per thread and tile,
+  // conflict-free; 2 LDS per block) instead of holding them across the loop: the last two
+  // registers INT8 P·V at D=128 lacked. (Parking the running max and sum too made ptxas
+  // schedule more aggressively and spill more.)
+  constexpr bool QS_SMEM = MT > 1;
+  __shared__ float s_qs[QS_SMEM ? MT * C::THREADS : 1];
+  auto qs_slot = [&](int m) -> volatile float& { return reinterpret_cast<volatile float*>(s_qs)[m * C::THREADS + tid]; };
+
   // This thread's Q scale (one per thread at every granularity), with sm_scale*log2e folded in.
-  const float qs = p.q_scale[(int64_t)(b * p.Hq + h) * p.q_scales_per_head +
-                             (wq0 / p.q_scale_rows) * p.q_groups + (g % p.q_groups)] * p.sm_scale_log2;
+  // A 32-row warp holds one per m16 tile (the quantization warp tile stays 16 rows).
+  float qs[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    qs[m] = p.q_scale[(int64_t)(b * p.Hq + h) * p.q_scales_per_head +
+                      ((wq0 + m * C::QW) / p.q_scale_rows) * p.q_groups + (g % p.q_groups)] * p.sm_scale_log2;
+    if constexpr (QS_SMEM) qs_slot(m) = qs[m];  // read back by this thread only
+  }
 
   float o[MT][NO][4];
 #pragma unroll
@@ -193,9 +251,12 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
   for (int kb = 0; kb < nkb; ++kb) {
     cp_async_wait<0>();
     __syncthreads();
-    if (kb + 1 < nkb) load_v(kb + 1);
-    if (kb + 2 < nkb) load_k(kb + 2);
-    cp_async_commit();
+    {
+      const int hd = bhk_loop();
+      if (kb + 1 < nkb) load_v(kb + 1, hd);
+      if (kb + 2 < nkb) load_k(kb + 2, hd);
+      cp_async_commit();
+    }
     const uint8_t* sV = sV0 + (kb & 1) * C::V_BYTES;
     const uint8_t* sKn = sK0 + ((kb + 1) & 1) * C::K_BYTES;
     const int k0 = kb * C::BLK_K;
@@ -203,14 +264,18 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
     if (p.causal && k0 > wq0 + C::WARP_Q - 1) continue;
 
     // ---- scale S(kb) to base-2 logits and mask (branchy part, before the straight-line body) ----
-    const float f = qs * kscale[kb * p.k_groups + (t % p.k_groups)];
+    const int kgrp = C::MT > 1 ? (t & (p.k_groups - 1)) : (t % p.k_groups);  // k_groups: 1 or 4
+    const float ks = kscale(bhk_loop())[kb * p.k_groups + kgrp];
+    float f[MT];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) f[m] = (QS_SMEM ? qs_slot(m) : qs[m]) * ks;
     float s[MT][NS][4];
 #pragma unroll
     for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int j = 0; j < NS; ++j)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) s[m][j][i] = magic_to_float(sacc[m][j][i] + kAccBias) * f;
+        for (int i = 0; i < 4; ++i) s[m][j][i] = magic_to_float(sacc[m][j][i] + kAccBias) * f[m];
     if ((k0 + C::BLK_K > p.Lk) || (p.causal && k0 + C::BLK_K - 1 > wq0)) {
 #pragma unroll
       for (int m = 0; m < MT; ++m)
@@ -225,7 +290,7 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
     }
 
     // ---- S(kb+1) on the tensor cores (stale smem on the last iteration: computed, never used) ----
-    if constexpr (PIPE) qk_block<C>(sacc, sQ, sKn, warp, lane);
+    if constexpr (PIPE_W) qk_block<C>(sacc, sQ, sKn, warp, lane);
 
     // ---- online softmax of S(kb) ----
     float alpha[MT][2];
@@ -253,6 +318,7 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
         l_run[m][hf] = l_run[m][hf] * alpha[m][hf] + sum;
       }
     // ---- O += P·V ----
+    int lane_v = C::MT > 1 ? opaque(lane) : lane;  // as in qk_block
     if constexpr (!FUSE_ALPHA) {
 #pragma unroll
       for (int m = 0; m < MT; ++m)
@@ -264,29 +330,35 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
     }
     if constexpr (MODE == PV::FP16 || MODE == PV::FP16_ACC16) {
       uint32_t pa[MT][NS / 2][4];  // k16 steps: S tiles 2kk (a0,a1) and 2kk+1 (a2,a3)
+      auto pack_p = [&](int kk) {
 #pragma unroll
-      for (int m = 0; m < MT; ++m)
-#pragma unroll
-        for (int kk = 0; kk < NS / 2; ++kk) {
+        for (int m = 0; m < MT; ++m) {
           pa[m][kk][0] = pack_half2(s[m][2 * kk][0], s[m][2 * kk][1]);
           pa[m][kk][1] = pack_half2(s[m][2 * kk][2], s[m][2 * kk][3]);
           pa[m][kk][2] = pack_half2(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
           pa[m][kk][3] = pack_half2(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
         }
+      };
+      if constexpr (MODE == PV::FP16_ACC16) {
+#pragma unroll
+        for (int kk = 0; kk < NS / 2; ++kk) pack_p(kk);
+      }
       if constexpr (MODE == PV::FP16) {
 #pragma unroll
-        for (int kk = 0; kk < NS / 2; ++kk)
+        for (int kk = 0; kk < NS / 2; ++kk) {
+          pack_p(kk);  // just before its k16 step: one step of P live, not all four
 #pragma unroll
           for (int dp = 0; dp < NO / 2; ++dp) {
             uint32_t vf[4];
-            const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-            ldmatrix_x4_trans(vf, sV + swz<C::V_CHUNKS>(r, 2 * dp + (lane >> 4)));
+            const int r = kk * 16 + (lane_v & 7) + ((lane_v >> 3) & 1) * 8;
+            ldmatrix_x4_trans(vf, sV + swz<C::V_CHUNKS>(r, 2 * dp + (lane_v >> 4)));
 #pragma unroll
             for (int m = 0; m < MT; ++m) {
               mma_f16_f32(o[m][2 * dp], pa[m][kk], vf[0], vf[1]);
               mma_f16_f32(o[m][2 * dp + 1], pa[m][kk], vf[2], vf[3]);
             }
           }
+        }
       } else {  // FP16_ACC16: fp16 accumulation inside the block, flushed to fp32
 #pragma unroll
         for (int dp = 0; dp < NO / 2; ++dp) {
@@ -294,8 +366,8 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
 #pragma unroll
           for (int kk = 0; kk < NS / 2; ++kk) {
             uint32_t vf[4];
-            const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-            ldmatrix_x4_trans(vf, sV + swz<C::V_CHUNKS>(r, 2 * dp + (lane >> 4)));
+            const int r = kk * 16 + (lane_v & 7) + ((lane_v >> 3) & 1) * 8;
+            ldmatrix_x4_trans(vf, sV + swz<C::V_CHUNKS>(r, 2 * dp + (lane_v >> 4)));
 #pragma unroll
             for (int m = 0; m < MT; ++m) {
               mma_f16_f16(c[m][0], pa[m][kk], vf[0], vf[1]);
@@ -336,8 +408,8 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
         uint32_t vf[NS / 4][4];
 #pragma unroll
         for (int kk = 0; kk < NS / 4; ++kk) {
-          const int r = dp * 16 + (lane & 7) + (lane >> 4) * 8;
-          ldmatrix_x4(vf[kk], sV + swz<C::V_CHUNKS>(r, kk * 2 + ((lane >> 3) & 1)));
+          const int r = dp * 16 + (lane_v & 7) + (lane_v >> 4) * 8;
+          ldmatrix_x4(vf[kk], sV + swz<C::V_CHUNKS>(r, kk * 2 + ((lane_v >> 3) & 1)));
         }
 #pragma unroll
         for (int m = 0; m < MT; ++m)
@@ -367,9 +439,16 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
               od[2] = fmaf(od[2], a1, hi.x); od[3] = fmaf(od[3], a1, hi.y);
             }
           }
+        if constexpr (MT > 1) {
+          if (dp % 2 == 1)  // every second V fragment waits for the P·V tiles before it (see qk_block)
+#pragma unroll
+            for (int m = 0; m < MT; ++m)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) lane_v = opaque_after(lane_v, o[m][2 * dp + e][3]);
+        }
       }
     }
-    if constexpr (!PIPE) qk_block<C>(sacc, sQ, sKn, warp, lane);
+    if constexpr (!PIPE_W) qk_block<C>(sacc, sQ, sKn, warp, lane);
   }
 
   // ---- epilogue: O / l (times V's per-channel scale / P scale for 8-bit modes) ----
@@ -382,7 +461,7 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
       l += __shfl_xor_sync(0xffffffffu, l, 2);
       l_run[m][hf] = l * (1.f / PS);  // l summed P·PS (8-bit modes)
     }
-  const float* vscale = p.v_scale + (int64_t)(b * p.Hkv + hk) * D;
+    const float* vscale = p.v_scale + (int64_t)(C::MT > 1 ? bhk_loop() : b * p.Hkv + hk) * D;  // (32-row warps: from smem)
 #pragma unroll
   for (int m = 0; m < MT; ++m)
 #pragma unroll
@@ -424,17 +503,29 @@ constexpr bool kSmallSmemArch = true;
 constexpr bool kSmallSmemArch = false;
 #endif
 
-template <int D, PV MODE, int CTA_Q>
-__global__ void __launch_bounds__(AttnCfg<D, MODE, CTA_Q>::THREADS, AttnCfg<D, MODE, CTA_Q>::MIN_CTAS)
+// 32-row warps: compiled for sm_90a only (where they were measured, NOTES.md v4), for the
+// INT8 and FP16 P·V modes and FP16-acc16 at D=64 (at D=128 it spilled 80-120 B; FP8 is ptxas'
+// HMMA emulation on sm_90a); elsewhere a stub, never launched.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
+constexpr bool kWarp32Arch = true;
+#else
+constexpr bool kWarp32Arch = false;
+#endif
+template <int D, PV MODE>
+__host__ __device__ constexpr bool warp32_mode() { return MODE == PV::INT8 || MODE == PV::FP16 || (MODE == PV::FP16_ACC16 && D == 64); }
+
+template <int D, PV MODE, int CTA_Q, int WQ>
+__global__ void __launch_bounds__(AttnCfg<D, MODE, CTA_Q, WQ>::THREADS, AttnCfg<D, MODE, CTA_Q, WQ>::MIN_CTAS)
 attn_kernel(const __grid_constant__ AttnParams p) {
   if constexpr (kSmallSmemArch && CTA_Q == 64) __trap();
-  else attn_cta<D, MODE, CTA_Q>(p);
+  else if constexpr (WQ == 32 && !(kWarp32Arch && warp32_mode<D, MODE>())) __trap();
+  else attn_cta<D, MODE, CTA_Q, WQ>(p);
 }
 
-template <int D, PV MODE, int CTA_Q>
+template <int D, PV MODE, int CTA_Q, int WQ>
 cudaError_t launch_cta(const AttnParams& p, cudaStream_t stream) {
-  using C = AttnCfg<D, MODE, CTA_Q>;
-  auto kernel = attn_kernel<D, MODE, CTA_Q>;
+  using C = AttnCfg<D, MODE, CTA_Q, WQ>;
+  auto kernel = attn_kernel<D, MODE, CTA_Q, WQ>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
   if (err != cudaSuccess) return err;
   const dim3 grid(p.Lq_pad / C::BLK_Q, p.Hq, p.B);
@@ -445,18 +536,32 @@ cudaError_t launch_cta(const AttnParams& p, cudaStream_t stream) {
 // 64-row CTAs where two FP16-V CTAs fit in one SM's shared memory (sm_80, sm_90: 164/228 KB),
 // else 128-row CTAs (sm_86/89/120 at ~100 KB: one 4-warp CTA per SM would idle the SM). The
 // test is the same for every mode so that each arch uses one CTA shape (see kSmallSmemArch).
+//
+// `#define CS_WARP_Q 32` (A/B switch): on sm_90, 128-row CTAs of four 32-row warps, two CTAs per
+// SM (255 registers x 128 threads x 2, 2 x 65 KB of shared memory) for the warp32_mode variants.
+// Not the default: measured 8-14% slower than the 16-row kernels on the H200 (NOTES.md v4). The
+// kernel is instantiated either way, so test_sass keeps checking that it fits without spills.
+#ifndef CS_WARP_Q
+#define CS_WARP_Q 16
+#endif
+static_assert(CS_WARP_Q == 16 || CS_WARP_Q == 32, "CS_WARP_Q: 16 or 32");
 template <int D, PV MODE>
 cudaError_t launch_attn(const AttnParams& p, cudaStream_t stream) {
 #ifdef CS_CTA_Q
-  return launch_cta<D, MODE, CS_CTA_Q>(p, stream);  // A/B switch for measurements
+  return launch_cta<D, MODE, CS_CTA_Q, 16>(p, stream);  // A/B switch for measurements
 #else
-  int dev = 0, smem_sm = 0;
+  int dev = 0, smem_sm = 0, major = 0, minor = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
   if (err != cudaSuccess) return err;
+  if constexpr (warp32_mode<D, MODE>()) {
+    if (CS_WARP_Q == 32 && major == 9 && minor == 0) return launch_cta<D, MODE, 128, 32>(p, stream);
+  }
   constexpr int kReservedPerCta = 1024;  // the runtime's own shared memory per CTA (sm_80+)
-  if (2 * (AttnCfg<D, PV::FP16, 64>::SMEM + kReservedPerCta) <= smem_sm) return launch_cta<D, MODE, 64>(p, stream);
-  return launch_cta<D, MODE, 128>(p, stream);
+  if (2 * (AttnCfg<D, PV::FP16, 64, 16>::SMEM + kReservedPerCta) <= smem_sm) return launch_cta<D, MODE, 64, 16>(p, stream);
+  return launch_cta<D, MODE, 128, 16>(p, stream);
 #endif
 }
 

@@ -15,6 +15,27 @@ __device__ __forceinline__ int swz(int r, int c) {
   else return r * (CHUNKS * 16) + ((c ^ (r & 7)) << 4);
 }
 
+// x, hidden from the optimizer where it is used: addresses derived from it are recomputed at
+// each use instead of hoisted out of the main loop (one register each, which 32-row warps lack).
+__device__ __forceinline__ int opaque(int x) {
+  asm volatile("" : "+r"(x));
+  return x;
+}
+
+// opaque(x) that also waits for y: loads addressed from the result are not issued before y
+// exists, which bounds how many independent MMA chains the scheduler keeps in flight.
+// (A real instruction: ptxas sees no dependency through an empty asm. x changes only if y is
+// NaN, and then to another lane index in [0, 32): addresses stay inside the tile.)
+__device__ __forceinline__ int opaque_after(int x, float y) {
+  asm volatile("{\n .reg .pred p;\n setp.nan.f32 p, %1, %1;\n @p xor.b32 %0, %0, 16;\n}\n" : "+r"(x) : "f"(y));
+  return x;
+}
+
+__device__ __forceinline__ int opaque_after(int x, int y) {
+  asm volatile("{\n .reg .pred p;\n setp.eq.s32 p, %1, 0x7fffffff;\n @p xor.b32 %0, %0, 16;\n}\n" : "+r"(x) : "r"(y));
+  return x;
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }

@@ -12,8 +12,10 @@ struct TileShape {
   int blk_k;   // kv tokens per main-loop step
 };
 
-// gen-1 mma.sync kernels: one shape for every arch and variant (8 warps x 16 rows, 64 keys).
-// warp_q=32 (4 warps) spilled at D=128: O (128 regs) + S (64) + fragments went past 255.
+// gen-1 mma.sync kernels: one quantization shape for every arch and variant (128-row Q tiles,
+// 16-row warp tiles for the PER_WARP / PER_THREAD Q scales, 64 keys). The kernels' own warp
+// height may be larger (sm_90a: 32-row warps, two m16 tiles each; attn_kernel.cuh): such a warp
+// reads one Q scale per 16-row tile, so these numbers, and the reference, stay as they are.
 __host__ __device__ constexpr TileShape tiles_for(int /*head_dim*/, PV /*mode*/, int /*arch*/) {
   return TileShape{/*blk_q=*/128, /*warp_q=*/16, /*blk_k=*/64};
 }

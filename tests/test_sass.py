@@ -73,11 +73,34 @@ def _sass(tool: str, obj: Path, arch: int) -> dict[str, str]:
     return kernels
 
 
-def _attn_kernels(kernels: dict[str, str]) -> dict[str, str]:
-    """The attention kernels of one instantiation file: one per CTA height (64 and 128 rows)."""
+def _warp32_variant(d: int, pv: str) -> bool:
+    """Variants with a 32-row-warp kernel (attn_kernel.cuh warp32_mode)."""
+    return pv in ("int8", "fp16") or (pv == "fp16acc16" and d == 64)
+
+
+def _attn_kernels(kernels: dict[str, str], d: int, pv: str) -> dict[str, str]:
+    """The attention kernels of one instantiation file: 64-row and 128-row CTAs of 16-row warps,
+    and, for the variants that have one, 128-row CTAs of 32-row warps."""
     found = {n: sass for n, sass in kernels.items() if "attn_kernel" in n}
-    assert len(found) == 2, f"expected two attention kernels (64- and 128-row CTAs), found {list(found)}"
+    want = 3 if _warp32_variant(d, pv) else 2
+    assert len(found) == want, f"expected {want} attention kernels (CTA/warp rows 64/16, 128/16[, 128/32]), found {list(found)}"
     return found
+
+
+def _cta_warp_rows(name: str) -> tuple[int, int]:
+    """(CTA rows, warp rows) from a mangled attn_kernel<D, PV, CTA_Q, WQ> name."""
+    m = re.search(r"Li(\d+)ELi(\d+)EEEv", name)
+    assert m, f"unexpected attention kernel name {name}"
+    return int(m.group(1)), int(m.group(2))
+
+
+def _is_stub(arch: int, d: int, pv: str, name: str) -> bool:
+    """Kernels compiled as a trap and never launched (attn_kernel.cuh): 64-row CTAs on the ~100 KB
+    shared-memory arches; 32-row warps on every arch but sm_90a."""
+    cta, warp = _cta_warp_rows(name)
+    if arch in (86, 89, 120) and cta == 64:
+        return True
+    return warp == 32 and not (arch == 90 and _warp32_variant(d, pv))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -89,9 +112,9 @@ def test_attention_sass(built, arch, d, pv):
     out, tool = built
     obj = out / "obj" / f"instantiations__attn_hd{d}_{pv}.cu.o"
     assert obj.exists(), f"missing object {obj.name}"
-    for name, sass in _attn_kernels(_sass(tool, obj, arch)).items():
-        if arch in (86, 89, 120) and "Li64EE" in name:
-            continue  # 64-row CTAs are a trap stub on the ~100 KB shared-memory arches (never launched)
+    for name, sass in _attn_kernels(_sass(tool, obj, arch), d, pv).items():
+        if _is_stub(arch, d, pv, name):
+            continue
         _check_attention_sass(sass, arch, d, pv)
 
 
