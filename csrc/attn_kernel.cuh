@@ -539,7 +539,7 @@ cudaError_t launch_cta(const AttnParams& p, cudaStream_t stream) {
 //
 // `#define CS_WARP_Q 32` (A/B switch): on sm_90, 128-row CTAs of four 32-row warps, two CTAs per
 // SM (255 registers x 128 threads x 2, 2 x 65 KB of shared memory) for the warp32_mode variants.
-// Not the default: measured 8-14% slower than the 16-row kernels on the H200 (NOTES.md v4). The
+// Not the default: measured 4-15% slower than the 16-row kernels on the H200 (NOTES.md v4). The
 // kernel is instantiated either way, so test_sass keeps checking that it fits without spills.
 #ifndef CS_WARP_Q
 #define CS_WARP_Q 16
