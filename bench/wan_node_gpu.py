@@ -43,6 +43,11 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--tiny", action="store_true", help="tiny model and latent (CPU dry run)")
+    p.add_argument("--frames", type=int, default=33,
+                   help="video frames of the full-size latent (4k+1; 81 gives 32760 tokens, Wan's default length)")
+    p.add_argument("--warmup", action="store_true",
+                   help="sample one step of each model first, so compilation (Triton JIT, cuDNN plans) stays out "
+                        "of the timed runs")
     p.add_argument("--no-baseline", action="store_true", help="skip the unpatched run")
     p.add_argument("--timing", action="store_true",
                    help="time each attention call (synchronizes the GPU around every call)")
@@ -152,7 +157,7 @@ def main(argv=None) -> int:
 
     from comfy_sage.comfy import find
 
-    size = TINY if args.tiny else FULL
+    size = TINY if args.tiny else dict(FULL, latent=(1, 16, (args.frames - 1) // 4 + 1, 60, 104))
     with tempfile.TemporaryDirectory() as tmp:
         path = random_wan(size, Path(tmp))
         patcher = comfy.sd.load_diffusion_model(str(path), model_options={"dtype": torch.bfloat16})
@@ -172,6 +177,9 @@ def main(argv=None) -> int:
               "model": {"family": "wan2.1-t2v", **{k: v for k, v in size.items() if k != "latent"},
                         "latent": list(size["latent"]), "text_tokens": TEXT_TOKENS},
               "steps": args.steps, "cfg": args.cfg, "node_inputs": inputs}
+    if args.warmup:
+        for model in ([patched] if args.no_baseline else [patcher, patched]):
+            sample(model, size["latent"], 1, args.cfg)
     if not args.no_baseline:
         base, base_s = sample(patcher, size["latent"], args.steps, args.cfg)
         result["baseline_s"] = base_s
