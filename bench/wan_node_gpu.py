@@ -19,7 +19,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -132,11 +131,9 @@ def environment() -> dict:
     if torch.cuda.is_available():
         env.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
                    capability=".".join(map(str, torch.cuda.get_device_capability(0))))
-    try:
-        env["git_sha"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                                        text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        env["git_sha"] = None
+    from comfy_sage.bench import git_sha
+
+    env["git_sha"] = git_sha()
     try:
         sys.path.insert(0, str(Path(os.environ.get("COMFYUI_PATH", ""))))
         from comfyui_version import __version__ as comfy_version

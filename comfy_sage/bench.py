@@ -199,7 +199,7 @@ def environment(device: torch.device) -> dict:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device": str(device),
         "backends": available_backends(),
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -211,8 +211,9 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def _git_sha() -> Optional[str]:
-    if os.environ.get("COMFY_SAGE_GIT_SHA"):  # set by bench scripts on machines without git metadata
+def git_sha() -> Optional[str]:
+    """The commit this tree is at, or None (COMFY_SAGE_GIT_SHA overrides: the device copy has no git)."""
+    if os.environ.get("COMFY_SAGE_GIT_SHA"):
         return os.environ["COMFY_SAGE_GIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
