@@ -8,6 +8,7 @@ quantization. Every input error names the argument, its value and what is suppor
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Optional
 
@@ -158,7 +159,7 @@ def _prepare(q, k, v, tensor_layout, is_causal, sm_scale, return_lse, backend, v
             selection = Selection("sdpa", "default", reason)
             call = dataclasses.replace(call, variant="default")
     if selection.reason is not None and backend == "auto" and selection.backend == "sdpa":
-        log.once(f"auto->sdpa: {selection.reason}", f"comfy_sage: using SDPA: {selection.reason}", level=20)
+        log.once(f"auto->sdpa: {selection.reason}", f"comfy_sage: using SDPA: {selection.reason}", level=logging.INFO)
     if orig_dtype == torch.float32:
         log.once("fp32 input", "comfy_sage: float32 inputs are computed in bfloat16 and returned as float32")
     return call, selection, orig_dtype, head_dim
