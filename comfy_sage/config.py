@@ -75,17 +75,11 @@ class PVMode(_StrEnum):
     INT8 = "int8"
 
 
-class Fragment(_StrEnum):
-    """Which tensor-core fragment layout the per-thread granularity follows."""
-
-    MMA = "mma"  # mma.sync m16n8k32 (sm80, sm86, sm89, sm120)
-    WGMMA = "wgmma"  # wgmma m64nNk32 (sm90a)
-
-
 @dataclasses.dataclass(frozen=True)
 class Tiles:
-    """Tile sizes the quantization groups follow. Kernels report theirs; these are defaults
-    for the reference when no kernel is involved (SageAttention2's mma.sync kernels)."""
+    """Tile sizes the quantization groups follow. Kernels report theirs; the defaults are
+    SageAttention2's mma.sync tiles (``MMA_TILES``); ``WGMMA_TILES`` are its sm90 wgmma ones.
+    The per-thread grouping formula is the same for both fragments (see ``quant.q_groups``)."""
 
     blk_q: int = 128
     warp_q: int = 32
@@ -113,13 +107,11 @@ class QuantConfig:
     pv_mode: PVMode = PVMode.FP8
     smooth_k: bool = True
     smooth_q: bool = False
-    fragment: Fragment = Fragment.MMA
     tiles: Tiles = MMA_TILES
 
     def __post_init__(self):
         # Accept the string values too ("int8", "per_warp"); store the enum members.
-        for name, enum in (("qk_quant", QKQuant), ("granularity", QKGranularity), ("pv_mode", PVMode),
-                           ("fragment", Fragment)):
+        for name, enum in (("qk_quant", QKQuant), ("granularity", QKGranularity), ("pv_mode", PVMode)):
             object.__setattr__(self, name, enum.parse(getattr(self, name), name))
 
     @property

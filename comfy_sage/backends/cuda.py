@@ -16,7 +16,7 @@ import torch
 
 from .. import build
 from ..config import PVMode, QKGranularity, QKQuant, Tiles, VARIANTS, variant_name
-from .base import Call, to_hnd
+from .base import Call
 
 # Codes of the C ABI (csrc/common.cuh: enum class PV, Gran, DType).
 PV_CODES = {PVMode.FP16: 0, PVMode.FP8: 1, PVMode.FP8_ACC16: 2, PVMode.INT8: 3, PVMode.FP16_ACC16: 4}
