@@ -32,6 +32,13 @@ NVCC_FLAGS = (
     "-Xcompiler=-fPIC", "-Xcompiler=-fvisibility=hidden",
 )
 LINK_FLAGS = ("-shared", "-cudart=static")
+# Additions for single files of csrc/, each with its reason.
+FILE_FLAGS = {
+    # At ptxas -O3 the 32-row-warp FP16 P·V kernel at head dim 128 spilled 16 B (four loop
+    # invariants reloaded per block); at -O1 it does not and runs as fast (H200, 1x40x32760x128:
+    # 464.6 vs 466.2 TFLOPS; csrc/NOTES.md v5).
+    "instantiations/attn_w32_hd128_fp16.cu": ("-Xptxas=-O1",),
+}
 
 
 def gencode(arch: int) -> str:
@@ -60,6 +67,7 @@ def source_hash(archs: Sequence[int]) -> str:
             h.update(str(p.relative_to(CSRC)).encode())
             h.update(p.read_bytes())
     h.update(" ".join(NVCC_FLAGS + LINK_FLAGS).encode())
+    h.update(json.dumps(FILE_FLAGS, sort_keys=True).encode())
     h.update(",".join(map(str, sorted(archs))).encode())
     return h.hexdigest()[:16]
 
@@ -122,7 +130,8 @@ def find_library(arch: Optional[int] = None) -> Optional[Path]:
 
 
 def _compile(nvcc: str, src: Path, obj: Path, archs: Sequence[int]) -> tuple[Path, int, str]:
-    cmd = [nvcc, *NVCC_FLAGS, *(gencode(a) for a in archs), f"-DCS_ARCHS=\"{','.join(map(str, archs))}\"",
+    extra = FILE_FLAGS.get(src.relative_to(CSRC).as_posix(), ())
+    cmd = [nvcc, *NVCC_FLAGS, *extra, *(gencode(a) for a in archs), f"-DCS_ARCHS=\"{','.join(map(str, archs))}\"",
            "-I", str(CSRC), "-c", str(src), "-o", str(obj)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     return src, proc.returncode, proc.stdout + proc.stderr

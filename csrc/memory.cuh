@@ -15,59 +15,53 @@ __device__ __forceinline__ int swz(int r, int c) {
   else return r * (CHUNKS * 16) + ((c ^ (r & 7)) << 4);
 }
 
-// x, hidden from the optimizer where it is used: addresses derived from it are recomputed at
-// each use instead of hoisted out of the main loop (one register each, which 32-row warps lack).
-__device__ __forceinline__ int opaque(int x) {
-  asm volatile("" : "+r"(x));
-  return x;
-}
-
-// opaque(x) that also waits for y: loads addressed from the result are not issued before y
-// exists, which bounds how many independent MMA chains the scheduler keeps in flight.
-// (A real instruction: ptxas sees no dependency through an empty asm. x changes only if y is
-// NaN, and then to another lane index in [0, 32): addresses stay inside the tile.)
-__device__ __forceinline__ int opaque_after(int x, float y) {
-  asm volatile("{\n .reg .pred p;\n setp.nan.f32 p, %1, %1;\n @p xor.b32 %0, %0, 16;\n}\n" : "+r"(x) : "f"(y));
-  return x;
-}
-
-__device__ __forceinline__ int opaque_after(int x, int y) {
-  asm volatile("{\n .reg .pred p;\n setp.eq.s32 p, %1, 0x7fffffff;\n @p xor.b32 %0, %0, 16;\n}\n" : "+r"(x) : "r"(y));
-  return x;
-}
-
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(smem)), "l"(gmem));
+// Explicit shared-memory loads/stores, for values parked in shared memory instead of registers.
+__device__ __forceinline__ void st_shared_f32(uint32_t addr, float x) {
+  asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(addr), "f"(x));
+}
+__device__ __forceinline__ float ld_shared_f32(uint32_t addr) {
+  float x;
+  asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(x) : "r"(addr));
+  return x;
+}
+
+__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-// Copy a ROWS x (CHUNKS*16 B) tile from global (row stride in bytes) into swizzled smem.
+// Copy a ROWS x (CHUNKS*16 B) tile from global (row stride in bytes) into swizzled smem
+// (smem: a shared-space address). Thread tid copies chunk tid%CHUNKS of rows tid/CHUNKS + k*PASS:
+// PASS is a multiple of the swizzle period (8 rows), so the swizzled offset is computed once and
+// each further copy is an immediate offset.
 template <int ROWS, int CHUNKS, int THREADS>
-__device__ __forceinline__ void load_tile_async(uint8_t* smem, const uint8_t* gmem, int64_t row_bytes, int tid) {
-  static_assert((ROWS * CHUNKS) % THREADS == 0, "tile chunks must divide evenly among threads");
+__device__ __forceinline__ void load_tile_async(uint32_t smem, const uint8_t* gmem, int64_t row_bytes, int tid) {
+  constexpr int PASS = THREADS / CHUNKS;
+  static_assert(THREADS % CHUNKS == 0 && PASS % 8 == 0 && ROWS % PASS == 0,
+                "tile chunks must divide evenly among threads, in whole swizzle periods");
+  const int r0 = tid / CHUNKS, c = tid % CHUNKS;
+  const uint32_t s = smem + swz<CHUNKS>(r0, c);
+  const uint8_t* g = gmem + r0 * row_bytes + c * 16;
 #pragma unroll
-  for (int i = 0; i < ROWS * CHUNKS / THREADS; ++i) {
-    const int idx = tid + i * THREADS;
-    const int r = idx / CHUNKS, c = idx % CHUNKS;
-    cp_async16(smem + swz<CHUNKS>(r, c), gmem + r * row_bytes + c * 16);
-  }
+  for (int i = 0; i < ROWS / PASS; ++i) cp_async16(s + i * PASS * CHUNKS * 16, g + i * PASS * row_bytes);
 }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t* d, const void* smem) {
+// smem: a shared-space address (smem_u32).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t* d, uint32_t smem) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-               : "r"(smem_u32(smem)));
+               : "r"(smem));
 }
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* d, const void* smem) {
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* d, uint32_t smem) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-               : "r"(smem_u32(smem)));
+               : "r"(smem));
 }
 
 }  // namespace cs

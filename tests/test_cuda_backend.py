@@ -31,6 +31,7 @@ from comfy_sage.config import PVMode, QKGranularity, QKQuant, QuantConfig, Tenso
 pytestmark = pytest.mark.gpu
 
 PV_MODES = [PVMode.FP16, PVMode.FP16_ACC16, PVMode.FP8, PVMode.FP8_ACC16, PVMode.INT8]
+W32_MODES = (PVMode.FP16, PVMode.INT8)  # csrc/attn_launch.h w32_mode: 32-row warps on sm_90
 LOOSE_REL_L1 = {PVMode.FP16: 0.02, PVMode.FP16_ACC16: 0.02, PVMode.INT8: 0.03, PVMode.FP8: 0.05,
                 PVMode.FP8_ACC16: 0.06}
 
@@ -86,9 +87,22 @@ def _run(cuda, q, k, v, call):
     return cuda.BACKEND.run(q, k, v, call)
 
 
+@pytest.fixture(params=["default", "w16"])
+def kernel(request, monkeypatch):
+    """Which kernel runs: the library's choice, or (COMFY_SAGE_CUDA_KERNEL=w16) the 16-row kernel
+    that sm_80/86/89/120 run, which on sm_90 FP16 and INT8 P·V would otherwise not reach."""
+    if request.param == "w16":
+        monkeypatch.setenv("COMFY_SAGE_CUDA_KERNEL", "w16")
+    else:
+        monkeypatch.delenv("COMFY_SAGE_CUDA_KERNEL", raising=False)
+    return request.param
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[:6])) + ("-causal" if s[6] else ""))
 @pytest.mark.parametrize("pv", PV_MODES, ids=lambda m: m.value)
-def test_matches_reference(cuda_backend, shape, pv):
+def test_matches_reference(cuda_backend, kernel, shape, pv):
+    if kernel == "w16" and pv not in W32_MODES:
+        pytest.skip("this mode runs the 16-row kernel either way")
     B, Hq, Hkv, Lq, Lk, D, causal = shape
     cuda = cuda_backend
     i = SHAPES.index(shape) + PV_MODES.index(pv)
@@ -114,7 +128,7 @@ def test_matches_reference(cuda_backend, shape, pv):
 
 @pytest.mark.parametrize("gran", [QKGranularity.PER_WARP, QKGranularity.PER_BLOCK], ids=lambda g: g.value)
 @pytest.mark.parametrize("pv", [PVMode.FP16, PVMode.INT8], ids=lambda m: m.value)
-def test_granularities(cuda_backend, gran, pv):
+def test_granularities(cuda_backend, kernel, gran, pv):
     cuda = cuda_backend
     cfg = QuantConfig(granularity=gran, pv_mode=pv, tiles=cuda.tiles(pv, 128))
     call = Call(TensorLayout.HND, False, 0.1, False, cfg, head_dim=128)
@@ -155,3 +169,27 @@ def test_opcheck(cuda_backend):
     k = torch.randn(1, 2, 90, 64, device="cuda", dtype=torch.float16)
     v = torch.randn(1, 2, 90, 64, device="cuda", dtype=torch.float16)
     torch.library.opcheck(torch.ops.comfy_sage.cuda_attention.default, (q, k, v, 0, False, 0.125, True, 3, 0, True))
+
+
+@pytest.mark.parametrize("pv", W32_MODES, ids=lambda m: m.value)
+def test_kernel_choice(cuda_backend, monkeypatch, pv):
+    """On sm_90 FP16 and INT8 P·V run the 32-row-warp kernel (the benchmarks' numbers are its);
+    COMFY_SAGE_CUDA_KERNEL=w16 and every other arch run the 16-row kernel."""
+    cuda = cuda_backend
+    cfg = QuantConfig(pv_mode=pv, tiles=cuda.tiles(pv, 128))
+    call = Call(TensorLayout.HND, False, 0.1, False, cfg, head_dim=128)
+    q, k, v = _inputs(1, 2, 2, 256, 256, 128, torch.float16, TensorLayout.HND)
+
+    def kernels() -> set[str]:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            _run(cuda, q, k, v, call)
+            torch.cuda.synchronize()
+        return {e.name for e in prof.events() if "attn_" in e.name}
+
+    monkeypatch.delenv("COMFY_SAGE_CUDA_KERNEL", raising=False)
+    names = kernels()
+    w32 = torch.cuda.get_device_capability() == (9, 0)
+    assert any(("attn_w32_kernel" in n) == w32 for n in names) and len(names) == 1, names
+    monkeypatch.setenv("COMFY_SAGE_CUDA_KERNEL", "w16")
+    names = kernels()
+    assert len(names) == 1 and "attn_kernel" in next(iter(names)), names

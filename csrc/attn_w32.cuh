@@ -1,0 +1,343 @@
+// INT8 Q·Kᵀ attention with 32-row warps, for the arches with room for two 64 KB CTAs per SM
+// (sm_90: the default there for FP16 and INT8 P·V; NOTES.md v5).
+//
+// CTA: 128 query rows = 4 warps x 32 rows (two m16 tiles per warp share every ldmatrix'd K and V
+// fragment: half the shared-memory reads per query row of the 16-row kernel), 64-key blocks, K and
+// V double-buffered by cp.async one block ahead, one barrier per block, two CTAs per SM. The
+// numerics are attn_kernel.cuh's (same quantized inputs, same rounding points), so both are
+// checked against the same reference. What makes it lean where v4's 32-row variant of
+// attn_kernel.cuh was not (1.6-2x the instructions per block):
+//  - ldmatrix addresses are per-lane bases XORed with compile-time constants: with the swizzle
+//    chunk ^= row%8 and 16-row fragment rows, the k-step index only flips address bits 5-7, so
+//    each fragment costs one LOP3 and an immediate offset (buffers 256-byte aligned);
+//  - the softmax works on the raw int32 scores: the row max is taken before scaling (the scale
+//    is > 0) and scale and max subtraction are one FFMA feeding ex2;
+//  - FP16 P·V skips O's rescale when no row of the warp raised its max (most blocks after the
+//    first few).
+#pragma once
+#include <type_traits>
+#include "common.cuh"
+#include "tiles.h"
+#include "params.h"
+#include "memory.cuh"
+#include "mma.cuh"
+#include "convert.cuh"
+#include "attn_launch.h"
+
+namespace cs {
+
+template <int D, PV MODE>
+struct W32Cfg {
+  static_assert(D == 64 || D == 128, "head_dim: the mma.sync kernels support 64 and 128");
+  static_assert(MODE == PV::FP16 || MODE == PV::INT8, "32-row warps: FP16 and INT8 P·V");
+  static constexpr TileShape T = tiles_for(D, MODE, 80);
+  static_assert(T.blk_q == 128 && T.warp_q == 16 && T.blk_k == 64, "the fragment code assumes these tiles");
+  static constexpr int BLK_Q = 128, WARP_Q = 32, THREADS = 128, BLK_K = 64;
+  static constexpr int MT = 2, NS = BLK_K / 8, NO = D / 8, KQ = D / 32;
+  static constexpr bool V8 = MODE == PV::INT8;
+  static constexpr int QK_ROW = D;                   // bytes per Q/K row
+  static constexpr int V_ROW = V8 ? BLK_K : 2 * D;   // bytes per V^T row (channel) / V row (token)
+  static constexpr int V_ROWS = V8 ? D : BLK_K;
+  static constexpr int Q_BYTES = BLK_Q * QK_ROW, K_BYTES = BLK_K * QK_ROW, V_BYTES = V_ROWS * V_ROW;
+  static constexpr int ALIGN = 256;  // the XOR addressing below needs 256-byte aligned buffers
+  static constexpr int QS_BYTES = MT * THREADS * 4;  // the Q scales, parked (see below)
+  static constexpr int SMEM = Q_BYTES + 2 * (K_BYTES + V_BYTES) + QS_BYTES + ALIGN;
+};
+
+// Per-lane byte offset of an ldmatrix.x4 fragment in a swizzled tile (swz in memory.cuh) whose
+// 16-row fragment starts at row 0 and chunk 0: rows (lane&7) + 8*rbit, chunk cbit. Fragment
+// (row0 + 16i, chunk 2k + cbit) is then at (base + off) ^ (k << 5) + 16 i * ROW, for 128-byte
+// and longer rows (chunk ^= row%8) and 64-byte rows (chunk ^= (row/2)%4) alike: row0 is a
+// multiple of 16 and 2k only touches the chunk's bits above bit 0.
+template <int ROW>
+__device__ __forceinline__ uint32_t frag_off(int lane, int rbit, int cbit) {
+  const int r = (lane & 7) + 8 * rbit;
+  return static_cast<uint32_t>(swz<ROW / 16>(r, cbit));
+}
+
+template <int D, PV MODE>
+__device__ __forceinline__ void attn_w32_cta(const AttnParams& p) {
+  using C = W32Cfg<D, MODE>;
+  constexpr int MT = C::MT, NS = C::NS, NO = C::NO;
+  constexpr float PS = pv_p_scale(MODE);
+  constexpr float PS_LOG2 = MODE == PV::INT8 ? 7.99435343685885793f : 0.f;
+  static_assert(MODE != PV::INT8 || PS == 255.f, "PS_LOG2 is log2(255)");
+  extern __shared__ uint8_t smem_w32[];
+  const uint32_t s0 = (smem_u32(smem_w32) + C::ALIGN - 1) & ~uint32_t(C::ALIGN - 1);
+  const uint32_t sQ = s0, sK = s0 + C::Q_BYTES, sV = sK + 2 * C::K_BYTES, sQS = sV + 2 * C::V_BYTES;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int qb = gridDim.x - 1 - blockIdx.x;  // heavy (causal) tiles first
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int bhk = b * p.Hkv + h / (p.Hq / p.Hkv);
+  const int q0 = qb * C::BLK_Q, wq0 = q0 + warp * C::WARP_Q;
+
+  const uint8_t* gQ = reinterpret_cast<const uint8_t*>(p.q8) + ((int64_t)(b * p.Hq + h) * p.Lq_pad + q0) * D;
+  const uint8_t* gK = reinterpret_cast<const uint8_t*>(p.k8) + (int64_t)bhk * p.Lk_pad * D;
+  const uint8_t* gV = reinterpret_cast<const uint8_t*>(p.v) + (int64_t)bhk * p.Lk_pad * D * (C::V8 ? 1 : 2);
+  const float* kscale = p.k_scale + (int64_t)bhk * p.k_scales_per_head;
+  const int kv_end = p.causal ? min(p.Lk, q0 + C::BLK_Q) : p.Lk;
+  const int nkb = ceil_div(kv_end, C::BLK_K);
+
+  auto load_kv = [&](int kb) {
+    const uint32_t st = (kb & 1);
+    load_tile_async<C::BLK_K, C::QK_ROW / 16, C::THREADS>(sK + st * C::K_BYTES, gK + (int64_t)kb * C::BLK_K * D, D, tid);
+    if constexpr (C::V8)
+      load_tile_async<C::V_ROWS, C::V_ROW / 16, C::THREADS>(sV + st * C::V_BYTES, gV + (int64_t)kb * C::BLK_K, p.Lk_pad, tid);
+    else
+      load_tile_async<C::V_ROWS, C::V_ROW / 16, C::THREADS>(sV + st * C::V_BYTES, gV + (int64_t)kb * C::BLK_K * D * 2, D * 2, tid);
+  };
+  load_tile_async<C::BLK_Q, C::QK_ROW / 16, C::THREADS>(sQ, gQ, D, tid);
+  load_kv(0);
+  cp_async_commit();
+
+  // Per-lane fragment bases. Q (A of m16n8k32): rows (lane&7) + 8*((lane>>3)&1), chunk lane>>4.
+  // K (B, two n8 tiles per x4): rows (lane&7) + 8*(lane>>4), chunk (lane>>3)&1.
+  // V fp16 (B of m16n8k16 via .trans): token rows (lane&7) + 8*((lane>>3)&1), chunk lane>>4.
+  // V^T 8-bit (B of m16n8k32): channel rows (lane&7) + 8*(lane>>4), chunk (lane>>3)&1.
+  const uint32_t qa = sQ + warp * C::WARP_Q * C::QK_ROW + frag_off<C::QK_ROW>(lane, (lane >> 3) & 1, lane >> 4);
+  const uint32_t ka = sK + frag_off<C::QK_ROW>(lane, lane >> 4, (lane >> 3) & 1);
+  const uint32_t va = C::V8 ? sV + frag_off<C::V_ROW>(lane, lane >> 4, (lane >> 3) & 1)
+                            : sV + frag_off<C::V_ROW>(lane, (lane >> 3) & 1, lane >> 4);
+
+  // This thread's Q scale per m16 tile (the quantization warp tile is 16 rows), sm_scale*log2e
+  // folded in, parked in shared memory (one slot per thread: read back by the same thread only).
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+    st_shared_f32(sQS + (m * C::THREADS + tid) * 4,
+                  p.q_scale[(int64_t)(b * p.Hq + h) * p.q_scales_per_head +
+                            ((wq0 + m * 16) / p.q_scale_rows) * p.q_groups + (g % p.q_groups)] * p.sm_scale_log2);
+  const int kgrp = t & (p.k_groups - 1);  // k_groups: 1 or 4
+
+  float o[MT][NO][4];
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int n = 0; n < NO; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) o[m][n][i] = 0.f;
+  float m_run[MT][2], l_run[MT][2];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) { m_run[m][0] = m_run[m][1] = -INFINITY; l_run[m][0] = l_run[m][1] = 0.f; }
+
+  // One block. MASK: the block may hold keys past Lk or (causal) after some row of the CTA; the
+  // first loop below runs the blocks that need neither, without the masking code.
+  auto step = [&](const int kb, auto mask_tag) {
+    constexpr bool MASK = decltype(mask_tag)::value;
+    // K(kb), V(kb) landed; every warp is done with block kb-1, whose stage the next loads reuse.
+    cp_async_wait<0>();
+    __syncthreads();
+    if (kb + 1 < nkb) load_kv(kb + 1);
+    cp_async_commit();
+    const int k0 = kb * C::BLK_K;
+    if (MASK && p.causal && k0 > wq0 + C::WARP_Q - 1) return;  // this warp's rows all precede the block
+    const uint32_t st = kb & 1;
+    const uint32_t kst = ka + st * C::K_BYTES, vst = va + st * C::V_BYTES;
+
+    // ---- S = Q·Kᵀ, int32 started at the magic bias: one FADD converts it (convert.cuh) ----
+    int sacc[MT][NS][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int j = 0; j < NS; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) sacc[m][j][i] = kMagicI;
+#pragma unroll
+    for (int kk = 0; kk < C::KQ; ++kk) {
+      uint32_t qf[MT][4];
+#pragma unroll
+      for (int m = 0; m < MT; ++m) ldmatrix_x4(qf[m], (qa ^ (kk << 5)) + m * 16 * C::QK_ROW);
+#pragma unroll
+      for (int jp = 0; jp < NS / 2; ++jp) {
+        uint32_t kf[4];
+        ldmatrix_x4(kf, (kst ^ (kk << 5)) + jp * 16 * C::QK_ROW);
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          mma_s8s8(sacc[m][2 * jp], qf[m], kf[0], kf[1]);
+          mma_s8s8(sacc[m][2 * jp + 1], qf[m], kf[2], kf[3]);
+        }
+      }
+    }
+
+    // ---- online softmax on the raw integer scores (exact in float: |S| < 2^22) ----
+    float s[MT][NS][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int j = 0; j < NS; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s[m][j][i] = magic_to_float(sacc[m][j][i]);
+    if (MASK && ((k0 + C::BLK_K > p.Lk) || (p.causal && k0 + C::BLK_K - 1 > wq0))) {
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int j = 0; j < NS; ++j)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int row = wq0 + m * 16 + g + (i >> 1) * 8;
+            const int col = k0 + j * 8 + 2 * t + (i & 1);
+            if (col >= p.Lk || (p.causal && col > row)) s[m][j][i] = -INFINITY;
+          }
+    }
+    const float ks = kscale[kb * p.k_groups + kgrp];
+    float alpha[MT][2];
+    bool rescale = false;
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      const float f = ld_shared_f32(sQS + (m * C::THREADS + tid) * 4) * ks;  // > 0: max(raw) * f = max(raw * f)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < NS; ++j) mx = fmaxf(mx, fmaxf(s[m][j][2 * hf], s[m][j][2 * hf + 1]));
+        mx *= f;  // this thread's keys share f (PER_THREAD K scales differ between the 4 lanes of a row)
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[m][hf], mx);
+        const float m_use = (m_new == -INFINITY) ? 0.f : m_new;  // no key seen yet: exp2 gives 0, not NaN
+        alpha[m][hf] = ex2(m_run[m][hf] - m_use);
+        rescale |= m_new != m_run[m][hf];
+        m_run[m][hf] = m_new;
+        const float sub = m_use - PS_LOG2;  // 8-bit P: P*PS = exp2(s - m + log2 PS)
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < NS; ++j) {
+          s[m][j][2 * hf] = ex2(fmaf(s[m][j][2 * hf], f, -sub));
+          s[m][j][2 * hf + 1] = ex2(fmaf(s[m][j][2 * hf + 1], f, -sub));
+          sum += s[m][j][2 * hf] + s[m][j][2 * hf + 1];
+        }
+        l_run[m][hf] = l_run[m][hf] * alpha[m][hf] + sum;
+      }
+    }
+
+    // ---- O += P·V ----
+    if constexpr (MODE == PV::FP16) {
+      if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int n = 0; n < NO; ++n) {
+            o[m][n][0] *= alpha[m][0]; o[m][n][1] *= alpha[m][0];
+            o[m][n][2] *= alpha[m][1]; o[m][n][3] *= alpha[m][1];
+          }
+      }
+#pragma unroll
+      for (int kk = 0; kk < NS / 2; ++kk) {
+        uint32_t pa[MT][4];  // k16 step kk: S tiles 2kk (a0,a1) and 2kk+1 (a2,a3)
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          pa[m][0] = pack_half2(s[m][2 * kk][0], s[m][2 * kk][1]);
+          pa[m][1] = pack_half2(s[m][2 * kk][2], s[m][2 * kk][3]);
+          pa[m][2] = pack_half2(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+          pa[m][3] = pack_half2(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int dp = 0; dp < NO / 2; ++dp) {
+          uint32_t vf[4];
+          ldmatrix_x4_trans(vf, (vst ^ (dp << 5)) + kk * 16 * C::V_ROW);
+#pragma unroll
+          for (int m = 0; m < MT; ++m) {
+            mma_f16_f32(o[m][2 * dp], pa[m], vf[0], vf[1]);
+            mma_f16_f32(o[m][2 * dp + 1], pa[m], vf[2], vf[3]);
+          }
+        }
+      }
+    } else {
+      // P*255 to u8 (k32 step kk: S tiles 4kk..4kk+3; V^T was stored token-permuted to match),
+      // exact int32 P·V per block, added to O with O's rescale fused (one FFMA).
+      uint32_t pa[MT][NS / 4][4];
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int kk = 0; kk < NS / 4; ++kk)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int j = 4 * kk + (r >> 1) * 2, e = (r & 1) * 2;
+            pa[m][kk][r] = pack_u8x4_rn(s[m][j][e], s[m][j][e + 1], s[m][j + 1][e], s[m][j + 1][e + 1]);
+          }
+#pragma unroll
+      for (int dp = 0; dp < NO / 2; ++dp) {
+        uint32_t vf[NS / 4][4];
+#pragma unroll
+        for (int kk = 0; kk < NS / 4; ++kk) ldmatrix_x4(vf[kk], (vst ^ (kk << 5)) + dp * 16 * C::V_ROW);
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            int c[4] = {kMagicI, kMagicI, kMagicI, kMagicI};
+#pragma unroll
+            for (int kk = 0; kk < NS / 4; ++kk) mma_u8s8(c, pa[m][kk], vf[kk][2 * e], vf[kk][2 * e + 1]);
+            float* od = o[m][2 * dp + e];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) od[i] = fmaf(od[i], alpha[m][i >> 1], magic_to_float(c[i]));
+          }
+      }
+    }
+  };
+  const int nfull = min(p.Lk / C::BLK_K, p.causal ? q0 / C::BLK_K : nkb);
+  int kb = 0;
+  for (; kb < nfull; ++kb) step(kb, std::false_type{});
+  for (; kb < nkb; ++kb) step(kb, std::true_type{});
+
+  // ---- epilogue: O / l (times V's per-channel scale / P scale for 8-bit P·V) ----
+  const float* vscale = p.v_scale + (int64_t)bhk * D;
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float l = l_run[m][hf];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      l *= 1.f / PS;  // l summed P*PS
+      const int row = wq0 + m * 16 + g + hf * 8;
+      if (row >= p.Lq) continue;
+      const float inv_l = l > 0.f ? 1.f / l : 0.f;
+      char* orow = reinterpret_cast<char*>(p.o) + ((int64_t)b * p.o_sb + (int64_t)h * p.o_sh + (int64_t)row * p.o_sn) * 2;
+#pragma unroll
+      for (int n = 0; n < NO; ++n) {
+        const int d = n * 8 + 2 * t;
+        float x0 = o[m][n][2 * hf] * inv_l, x1 = o[m][n][2 * hf + 1] * inv_l;
+        if constexpr (C::V8) {
+          x0 *= vscale[d] * (1.f / PS);
+          x1 *= vscale[d + 1] * (1.f / PS);
+        }
+        if (p.out_bf16) *reinterpret_cast<__nv_bfloat162*>(orow + d * 2) = __floats2bfloat162_rn(x0, x1);
+        else *reinterpret_cast<__half2*>(orow + d * 2) = __floats2half2_rn(x0, x1);
+      }
+      if (p.lse != nullptr && t == 0) {
+        const int64_t idx = (int64_t)(b * p.Hq + h) * p.Lq + row;
+        float lse = l > 0.f ? (m_run[m][hf] + log2f(l)) * 0.69314718055994531f : -INFINITY;
+        if (p.lse_corr != nullptr) lse += p.lse_corr[idx];
+        p.lse[idx] = lse;
+      }
+    }
+}
+
+
+// Compiled for sm_90a only, where it was measured (NOTES.md v5); elsewhere a stub, never launched.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ == 900
+constexpr bool kW32Arch = true;
+#else
+constexpr bool kW32Arch = false;
+#endif
+
+template <int D, PV MODE>
+__global__ void __launch_bounds__(W32Cfg<D, MODE>::THREADS) attn_w32_kernel(const __grid_constant__ AttnParams p) {
+  if constexpr (!kW32Arch) __trap();
+  else attn_w32_cta<D, MODE>(p);
+}
+
+// Two CTAs per SM: 255 registers x 128 threads x 2 = the register file; 2 x 65 KB of shared memory.
+template <int D, PV MODE>
+cudaError_t launch_w32(const AttnParams& p, cudaStream_t stream) {
+  using C = W32Cfg<D, MODE>;
+  auto kernel = attn_w32_kernel<D, MODE>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(p.Lq_pad / C::BLK_Q, p.Hq, p.B);
+  kernel<<<grid, C::THREADS, C::SMEM, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace cs
