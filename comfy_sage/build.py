@@ -36,7 +36,8 @@ LINK_FLAGS = ("-shared", "-cudart=static")
 FILE_FLAGS = {
     # At ptxas -O3 the 32-row-warp FP16 P·V kernel at head dim 128 spilled 16 B (four loop
     # invariants reloaded per block); at -O1 it does not and runs as fast (H200, 1x40x32760x128:
-    # 464.6 vs 466.2 TFLOPS; csrc/NOTES.md v5).
+    # 464.6 TFLOPS at -O1, 461.8 at -O3; bench/results/cuda-h200-v5-ab.json, csrc/NOTES.md v5).
+    # (INT8 P·V stays at -O3: spill-free there, and 4-5% slower at -O1.)
     "instantiations/attn_w32_hd128_fp16.cu": ("-Xptxas=-O1",),
 }
 

@@ -1,19 +1,21 @@
-// INT8 Q·Kᵀ attention with 32-row warps, for the arches with room for two 64 KB CTAs per SM
-// (sm_90: the default there for FP16 and INT8 P·V; NOTES.md v5).
+// INT8 Q·Kᵀ attention with 32-row warps: the kernel of FP16 and INT8 P·V on sm_90 (NOTES.md v5).
 //
 // CTA: 128 query rows = 4 warps x 32 rows (two m16 tiles per warp share every ldmatrix'd K and V
 // fragment: half the shared-memory reads per query row of the 16-row kernel), 64-key blocks, K and
 // V double-buffered by cp.async one block ahead, one barrier per block, two CTAs per SM. The
 // numerics are attn_kernel.cuh's (same quantized inputs, same rounding points), so both are
-// checked against the same reference. What makes it lean where v4's 32-row variant of
-// attn_kernel.cuh was not (1.6-2x the instructions per block):
+// checked against the same reference. What keeps it at about 1000 instructions per warp and
+// block (the first 32-row attempt, NOTES.md v4, issued 1600-1850):
 //  - ldmatrix addresses are per-lane bases XORed with compile-time constants: with the swizzle
 //    chunk ^= row%8 and 16-row fragment rows, the k-step index only flips address bits 5-7, so
 //    each fragment costs one LOP3 and an immediate offset (buffers 256-byte aligned);
 //  - the softmax works on the raw int32 scores: the row max is taken before scaling (the scale
 //    is > 0) and scale and max subtraction are one FFMA feeding ex2;
+//  - the masking code runs only for the last (partial or causal) blocks;
 //  - FP16 P·V skips O's rescale when no row of the warp raised its max (most blocks after the
 //    first few).
+// It fits 255 registers at head dim 128 without spills only as compiled: INT8 at ptxas -O3, FP16
+// at -O1 (comfy_sage/build.py FILE_FLAGS); tests/test_sass.py fails if that changes.
 #pragma once
 #include <type_traits>
 #include "common.cuh"
