@@ -17,6 +17,7 @@
 #include "mma.cuh"
 #include "convert.cuh"
 #include "attn_launch.h"
+#include "epilogue.cuh"
 
 namespace cs {
 
@@ -349,42 +350,10 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
     if constexpr (!PIPE) qk_block<C>(sacc, sQ, sKn, warp, lane);
   }
 
-  // ---- epilogue: O / l (times V's per-channel scale / P scale for 8-bit modes) ----
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    float l = l_run[hf];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    l_run[hf] = l * (1.f / PS);  // l summed P·PS (8-bit modes)
-  }
+  // ---- epilogue ----
   const float* vscale = p.v_scale + (int64_t)bhk * D;
 #pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    const int row = wq0 + g + hf * 8;
-    if (row >= p.Lq) continue;
-    const float l = l_run[hf];
-    const float inv_l = l > 0.f ? 1.f / l : 0.f;
-    char* orow = reinterpret_cast<char*>(p.o) + ((int64_t)b * p.o_sb + (int64_t)h * p.o_sh + (int64_t)row * p.o_sn) * 2;
-#pragma unroll
-    for (int n = 0; n < NO; ++n) {
-      const int d = n * 8 + 2 * t;
-      float x0 = o[n][2 * hf], x1 = o[n][2 * hf + 1];
-      if constexpr (C::V8) {
-        constexpr float inv_ps = 1.f / pv_p_scale(MODE);
-        x0 *= vscale[d] * inv_ps;
-        x1 *= vscale[d + 1] * inv_ps;
-      }
-      x0 *= inv_l; x1 *= inv_l;
-      if (p.out_bf16) *reinterpret_cast<__nv_bfloat162*>(orow + d * 2) = __floats2bfloat162_rn(x0, x1);
-      else *reinterpret_cast<__half2*>(orow + d * 2) = __floats2half2_rn(x0, x1);
-    }
-    if (p.lse != nullptr && t == 0) {
-      const int64_t idx = (int64_t)(b * p.Hq + h) * p.Lq + row;
-      float lse = l > 0.f ? (m_run[hf] + log2f(l)) * 0.69314718055994531f : -INFINITY;
-      if (p.lse_corr != nullptr) lse += p.lse_corr[idx];
-      p.lse[idx] = lse;
-    }
-  }
+  for (int hf = 0; hf < 2; ++hf) store_row_half<D, MODE>(p, b, h, wq0 + g + hf * 8, t, hf, o, l_run[hf], m_run[hf], vscale);
 }
 
 // 128-row CTAs: one per SM (two 8-warp CTAs at 128 regs spilled 100-240 B at D=128).

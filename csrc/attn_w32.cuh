@@ -25,6 +25,7 @@
 #include "mma.cuh"
 #include "convert.cuh"
 #include "attn_launch.h"
+#include "epilogue.cuh"
 
 namespace cs {
 
@@ -282,40 +283,14 @@ __device__ __forceinline__ void attn_w32_cta(const AttnParams& p) {
   for (; kb < nfull; ++kb) step(kb, std::false_type{});
   for (; kb < nkb; ++kb) step(kb, std::true_type{});
 
-  // ---- epilogue: O / l (times V's per-channel scale / P scale for 8-bit P·V) ----
+  // ---- epilogue ----
   const float* vscale = p.v_scale + (int64_t)bhk * D;
 #pragma unroll
   for (int m = 0; m < MT; ++m)
 #pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      float l = l_run[m][hf];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      l *= 1.f / PS;  // l summed P*PS
-      const int row = wq0 + m * 16 + g + hf * 8;
-      if (row >= p.Lq) continue;
-      const float inv_l = l > 0.f ? 1.f / l : 0.f;
-      char* orow = reinterpret_cast<char*>(p.o) + ((int64_t)b * p.o_sb + (int64_t)h * p.o_sh + (int64_t)row * p.o_sn) * 2;
-#pragma unroll
-      for (int n = 0; n < NO; ++n) {
-        const int d = n * 8 + 2 * t;
-        float x0 = o[m][n][2 * hf] * inv_l, x1 = o[m][n][2 * hf + 1] * inv_l;
-        if constexpr (C::V8) {
-          x0 *= vscale[d] * (1.f / PS);
-          x1 *= vscale[d + 1] * (1.f / PS);
-        }
-        if (p.out_bf16) *reinterpret_cast<__nv_bfloat162*>(orow + d * 2) = __floats2bfloat162_rn(x0, x1);
-        else *reinterpret_cast<__half2*>(orow + d * 2) = __floats2half2_rn(x0, x1);
-      }
-      if (p.lse != nullptr && t == 0) {
-        const int64_t idx = (int64_t)(b * p.Hq + h) * p.Lq + row;
-        float lse = l > 0.f ? (m_run[m][hf] + log2f(l)) * 0.69314718055994531f : -INFINITY;
-        if (p.lse_corr != nullptr) lse += p.lse_corr[idx];
-        p.lse[idx] = lse;
-      }
-    }
+    for (int hf = 0; hf < 2; ++hf)
+      store_row_half<D, MODE>(p, b, h, wq0 + m * 16 + g + hf * 8, t, hf, o[m], l_run[m][hf], m_run[m][hf], vscale);
 }
-
 
 // Compiled for sm_90a only, where it was measured (NOTES.md v5); elsewhere a stub, never launched.
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ == 900
