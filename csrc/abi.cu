@@ -1,5 +1,6 @@
 // The C ABI: argument checks, workspace layout, the launch sequence. Host code only
 // returns codes; it never exits, asserts or synchronizes the device.
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include "comfy_sage.h"
@@ -152,6 +153,8 @@ int cs_attention(const void* q, const void* k, const void* v, void* o, float* ls
   if (head_dim != 64 && head_dim != 128) return fail(CS_ERR_INVALID, "head_dim: expected 64|128, got %d", head_dim);
   if (B <= 0 || Hq <= 0 || Hkv <= 0 || Lq <= 0 || Lk <= 0) return fail(CS_ERR_INVALID, "sizes must be positive");
   if (Hq % Hkv) return fail(CS_ERR_INVALID, "Hq (%d) must be a multiple of Hkv (%d)", Hq, Hkv);
+  // The kernels take the row max of the raw scores before scaling (attn_w32.cuh): the scale must be > 0.
+  if (!(sm_scale > 0.f) || !std::isfinite(sm_scale)) return fail(CS_ERR_INVALID, "sm_scale: expected a positive finite number, got %g", (double)sm_scale);
   if (B > 65535 || Hq > 65535) return fail(CS_ERR_INVALID, "B and Hq must be <= 65535");
   const void* ptrs[4] = {q, k, v, o};
   const int64_t* strides[4] = {qs, ks, vs, os};

@@ -17,6 +17,7 @@
 // It fits 255 registers at head dim 128 without spills only as compiled: INT8 at ptxas -O3, FP16
 // at -O1 (comfy_sage/build.py FILE_FLAGS); tests/test_sass.py fails if that changes.
 #pragma once
+#include <cfloat>
 #include <type_traits>
 #include "common.cuh"
 #include "tiles.h"
@@ -188,7 +189,10 @@ __device__ __forceinline__ void attn_w32_cta(const AttnParams& p) {
     bool rescale = false;
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
-      const float f = ld_shared_f32(sQS + (m * C::THREADS + tid) * 4) * ks;  // > 0: max(raw) * f = max(raw * f)
+      // > 0, so max(raw) * f = max(raw * f). Floored at FLT_MIN: with tiny Q and K scales the
+      // product can underflow to 0, and -inf * 0 (a masked score) would be NaN; at FLT_MIN every
+      // score is ~0 either way (uniform attention, as the reference computes it).
+      const float f = fmaxf(ld_shared_f32(sQS + (m * C::THREADS + tid) * 4) * ks, FLT_MIN);
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         float mx = -INFINITY;

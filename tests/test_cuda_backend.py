@@ -193,3 +193,25 @@ def test_kernel_choice(cuda_backend, monkeypatch, pv):
     monkeypatch.setenv("COMFY_SAGE_CUDA_KERNEL", "w16")
     names = kernels()
     assert len(names) == 1 and "attn_kernel" in next(iter(names)), names
+
+
+@pytest.mark.parametrize("pv", W32_MODES, ids=lambda m: m.value)
+def test_tiny_scales_stay_finite(cuda_backend, kernel, pv):
+    """Q and K of magnitude 1e-30: their int8 scales multiply to below the float range, so the
+    logits' scale underflows. The kernels must still give the reference's (uniform) attention,
+    finite also at masked positions (partial last block, causal)."""
+    cuda = cuda_backend
+    cfg = QuantConfig(pv_mode=pv, tiles=cuda.tiles(pv, 128))
+    call = Call(TensorLayout.HND, True, 1 / math.sqrt(128), False, cfg, head_dim=128)
+    q, k, v = _inputs(1, 2, 2, 200, 200, 128, torch.bfloat16, TensorLayout.HND)
+    q, k = q * 1e-30, (k - 0.5) * 1e-30
+    out = _run(cuda, q, k, v, call)
+    assert torch.isfinite(out).all()
+    assert errors(out, reference.attention(q, k, v, call)).rel_l1 <= 2e-3
+
+
+def test_rejects_nonpositive_scale(cuda_backend):
+    q = torch.randn(1, 2, 64, 64, device="cuda", dtype=torch.float16)
+    for bad in (0.0, -0.125, float("nan")):
+        with pytest.raises(cuda_backend.CudaError, match="sm_scale"):
+            torch.ops.comfy_sage.cuda_attention(q, q, q, 0, False, bad, False, 0, 0, True)
