@@ -18,6 +18,7 @@
 #include "convert.cuh"
 #include "attn_launch.h"
 #include "epilogue.cuh"
+#include "mask.cuh"
 
 namespace cs {
 
@@ -205,16 +206,7 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
     for (int j = 0; j < NS; ++j)
 #pragma unroll
       for (int i = 0; i < 4; ++i) s[j][i] = magic_to_float(sacc[j][i] + kAccBias) * f;
-    if ((k0 + C::BLK_K > p.Lk) || (p.causal && k0 + C::BLK_K - 1 > wq0)) {
-#pragma unroll
-      for (int j = 0; j < NS; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int row = wq0 + g + (i >> 1) * 8;
-          const int col = k0 + j * 8 + 2 * t + (i & 1);
-          if (col >= p.Lk || (p.causal && col > row)) s[j][i] = -INFINITY;
-        }
-    }
+    if ((k0 + C::BLK_K > p.Lk) || (p.causal && k0 + C::BLK_K - 1 > wq0)) mask_tile(s, p, wq0, k0, g, t);
 
     // ---- S(kb+1) on the tensor cores (stale smem on the last iteration: computed, never used) ----
     if constexpr (PIPE) qk_block<C>(sacc, sQ, sKn, warp, lane);

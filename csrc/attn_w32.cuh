@@ -27,6 +27,7 @@
 #include "convert.cuh"
 #include "attn_launch.h"
 #include "epilogue.cuh"
+#include "mask.cuh"
 
 namespace cs {
 
@@ -174,15 +175,7 @@ __device__ __forceinline__ void attn_w32_cta(const AttnParams& p) {
         for (int i = 0; i < 4; ++i) s[m][j][i] = magic_to_float(sacc[m][j][i]);
     if (MASK && ((k0 + C::BLK_K > p.Lk) || (p.causal && k0 + C::BLK_K - 1 > wq0))) {
 #pragma unroll
-      for (int m = 0; m < MT; ++m)
-#pragma unroll
-        for (int j = 0; j < NS; ++j)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int row = wq0 + m * 16 + g + (i >> 1) * 8;
-            const int col = k0 + j * 8 + 2 * t + (i & 1);
-            if (col >= p.Lk || (p.causal && col > row)) s[m][j][i] = -INFINITY;
-          }
+      for (int m = 0; m < MT; ++m) mask_tile(s[m], p, wq0 + m * 16, k0, g, t);
     }
     const float ks = kscale[kb * p.k_groups + kgrp];
     float alpha[MT][2];
