@@ -189,7 +189,7 @@ class CudaBackend:
         own = tiles(cfg.pv_mode, call.head_dim, arch)
         if cfg.tiles != own:
             return f"tiles: the cuda kernels quantize with {own}, got {cfg.tiles}"
-        hq, hk = (q.shape[1], k.shape[1]) if call.layout == "HND" else (q.shape[2], k.shape[2])
+        hq = q.shape[1] if call.layout == "HND" else q.shape[2]
         if hq > 65535 or q.shape[0] > 65535:
             return "batch and head counts above 65535 are not supported"
         return None
