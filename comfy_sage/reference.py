@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .backends.base import Call, to_hnd, from_hnd
+from .call import Call, from_hnd, to_hnd
 from .config import PVMode, QKQuant, QuantConfig
 from .quant import (
     FP8_E4M3_MAX,
