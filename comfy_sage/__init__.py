@@ -4,7 +4,7 @@ Importable without ComfyUI, a GPU or the compiled library: ``sageattn`` then run
 backends that are there (``available_backends()`` says which, and why not the others).
 """
 
-from .api import Selection, sageattn, select
+from .api import Plan, plan, run, sageattn
 from .backends import available_backends
 from .config import (
     VARIANTS,
@@ -21,8 +21,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "sageattn",
-    "select",
-    "Selection",
+    "plan",
+    "run",
+    "Plan",
     "available_backends",
     "variants",
     "VARIANTS",

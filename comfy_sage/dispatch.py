@@ -8,6 +8,7 @@ accuracy gate met. With no rule matching, auto uses SDPA: never slower than the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional
 
 import torch
@@ -32,16 +33,26 @@ RULES: tuple[Rule, ...] = (
     Rule(capability=(9, 0), head_dims=(128,), min_q_tokens=32760, min_kv_tokens=32760, causal=False,
          backend="triton", variant="int8qk-fp8pv", evidence="bench/results/2026-11-22-h200-final-bench.json"),
 )
+_CAPABILITIES = frozenset(rule.capability for rule in RULES)
+
+
+@functools.lru_cache(maxsize=None)
+def capability(index: Optional[int]) -> tuple[int, int]:
+    """A device's compute capability, asked once per process (it cannot change while it runs)."""
+    return tuple(torch.cuda.get_device_capability(index))
 
 
 def choose(q: torch.Tensor, head_dim: int, tokens_q: int, tokens_kv: int, is_causal: bool) -> Optional[Rule]:
     """The first rule that covers this call on q's device, or None (then: SDPA)."""
-    if q.device.type != "cuda":
+    device = q.device
+    if device.type != "cuda":
         return None
-    capability = torch.cuda.get_device_capability(q.device)
+    cap = capability(device.index)
+    if cap not in _CAPABILITIES:
+        return None
     for rule in RULES:
         if (
-            rule.capability == capability
+            rule.capability == cap
             and head_dim in rule.head_dims
             and tokens_q >= rule.min_q_tokens
             and tokens_kv >= rule.min_kv_tokens
@@ -49,3 +60,10 @@ def choose(q: torch.Tensor, head_dim: int, tokens_q: int, tokens_kv: int, is_cau
         ):
             return rule
     return None
+
+
+def no_rule_reason(q: torch.Tensor) -> str:
+    """Why ``choose`` found nothing, as a stable phrase following "calls ..." (no shapes)."""
+    if q.device.type != "cuda":
+        return f"on {q.device.type} tensors (auto quantizes only on GPUs where a kernel was measured faster)"
+    return "where no quantized kernel was measured faster than SDPA on this GPU"

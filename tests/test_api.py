@@ -1,5 +1,6 @@
 """sageattn: validation errors, layouts, padding, dtypes, masks, backend choice."""
 
+import dataclasses
 import logging
 import math
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import comfy_sage
-from comfy_sage import api, log, sageattn, select
+from comfy_sage import api, log, plan, sageattn
 from comfy_sage.accuracy import errors, float32_attention, make_inputs
 
 
@@ -42,7 +43,7 @@ def test_tensor_errors(mutate, match):
     with pytest.raises((ValueError, TypeError), match=match):
         sageattn(q, k, v)
     with pytest.raises((ValueError, TypeError), match=match):
-        select(q, k, v)  # select validates exactly as sageattn does
+        plan(q, k, v)  # plan is where sageattn validates
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
@@ -59,14 +60,66 @@ def test_tensor_errors(mutate, match):
     (dict(smooth_k=1), TypeError, r"smooth_k: expected bool, got int"),
     (dict(tiles=(128, 32, 64)), TypeError, r"tiles: expected comfy_sage.config.Tiles"),
     (dict(dropout_p=0.1), TypeError, r"unexpected keyword argument\(s\) \['dropout_p'\]"),
-    (dict(backend="cuda"), ValueError, r"backend='cuda' is not available here: "),
-    (dict(backend="triton"), ValueError, r"backend='triton' is not available here: "),
+    (dict(sm_scale=True), TypeError, r"sm_scale: expected a positive finite number or None, got bool"),
+    (dict(sm_scale="0.1"), TypeError, r"sm_scale: expected a positive finite number or None, got str"),
+    (dict(return_lse=1), TypeError, r"return_lse: expected bool, got int"),
+    (dict(variant=["int8qk-fp8pv"]), TypeError, r"variant: expected a str or None, got list"),
+    (dict(backend="reference", pv_mode=["fp8"]), TypeError, r"pv_mode: expected a str or None, got list"),
+    (dict(backend=["auto"]), ValueError, r"backend: expected one of auto\|"),
+    (dict(tensor_layout=None), ValueError, r"tensor_layout: expected one of HND\|NHD, got None"),
+    (dict(backend="sdpa", variant="cudnn"), ValueError, r"variant: SDPA kernel 'cudnn' runs on CUDA tensors only; "
+                                                        r"on cpu: default\|math"),
+    (dict(backend="reference", qk_granularity="per_warp", qk_quant_gran="per_block"), ValueError,
+     r"qk_granularity='per_warp' and its alias qk_quant_gran='per_block' differ"),
 ])
 def test_argument_errors(kwargs, error, match):
-    if kwargs.get("backend") == "cuda" and comfy_sage.available_backends()["cuda"] is None:
-        pytest.skip("the cuda backend is available here")
     with pytest.raises(error, match=match):
         sageattn(*qkv(), **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_a_backend_that_cannot_run_says_why(backend):
+    # CPU tensors: unavailable on a CPU-only host, unsupported (CUDA tensors only) where it is available.
+    q, k, v = qkv()
+    p = plan(q, k, v, backend=backend)
+    assert p.error is not None and not p.quantized and p.reason is not None
+    if comfy_sage.available_backends()[backend] is None:
+        match = rf"backend='{backend}' cannot run this call: .*(CUDA|cuda)"
+    else:
+        match = rf"backend='{backend}' is not available here: "
+    with pytest.raises(ValueError, match=match):
+        sageattn(q, k, v, backend=backend)
+
+
+def test_the_alias_alone_and_the_same_value_twice():
+    q, k, v = qkv()
+    a = sageattn(q, k, v, backend="reference", qk_granularity="per_warp", qk_quant_gran="per_warp")
+    b = sageattn(q, k, v, backend="reference", qk_granularity="per_warp")
+    assert torch.equal(a, b)
+
+
+def test_plan_is_frozen_and_says_what_runs():
+    q, k, v = qkv(d=40)
+    p = plan(q, k, v, backend="reference", variant="int8qk-fp16pv")
+    assert (p.requested, p.backend, p.variant, p.reason, p.error) == ("reference", "reference", "int8qk-fp16pv",
+                                                                    None, None)
+    assert p.head_dim == 40 and p.padded_head_dim == 64 and p.quantized
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.backend = "sdpa"
+    assert torch.equal(api.run(p), sageattn(q, k, v, backend="reference", variant="int8qk-fp16pv"))
+
+
+def test_tile_facts_are_asked_once_per_process(monkeypatch):
+    from comfy_sage import backends
+
+    impl = backends.get("reference")
+    asked = []
+    monkeypatch.setattr(type(impl), "tiles", lambda self, cfg, d, dev: asked.append(d) or cfg.tiles)
+    monkeypatch.setattr(api, "_tiles_cache", {})
+    q, k, v = qkv()
+    for _ in range(3):
+        plan(q, k, v, backend="reference")
+    assert asked == [64]
 
 
 def test_mask_errors_and_fallback():
@@ -79,10 +132,17 @@ def test_mask_errors_and_fallback():
         sageattn(q, k, v, attn_mask=torch.ones(48, 40, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"attn_mask: expected 2 to 4 dimensions"):
         sageattn(q, k, v, attn_mask=torch.ones(40, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"attn_mask: leading dims must broadcast to \(B=1, Hq=2\), got shape "
+                                         r"\(3, 48, 40\)"):
+        sageattn(q, k, v, attn_mask=torch.ones(3, 48, 40, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"attn_mask: leading dims must broadcast"):
+        sageattn(q, k, v, attn_mask=torch.ones(2, 2, 48, 40, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"attn_mask: expected device cpu \(q's\), got meta"):
+        sageattn(q, k, v, attn_mask=torch.ones(48, 40, dtype=torch.bool, device="meta"))
     mask = torch.rand(48, 40) > 0.3
     mask[:, 0] = True
-    selection = select(q, k, v, attn_mask=mask)
-    assert selection.backend == "sdpa" and "mask" in selection.reason
+    p = plan(q, k, v, attn_mask=mask)
+    assert p.backend == "sdpa" and p.reason == api.WITH_MASK and p.call.attn_mask is mask
     out = sageattn(q, k, v, attn_mask=mask)
     want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
     assert errors(out, want).rel_l1 < 2e-3  # fp16 output rounding (2^-11) is all that separates them
@@ -95,8 +155,39 @@ def test_mask_errors_and_fallback():
 # --- behaviour -------------------------------------------------------------------------------
 
 def test_auto_picks_sdpa_and_says_why():
-    selection = select(*qkv())
-    assert selection == api.Selection("sdpa", "default", "no measured win over SDPA for this GPU and shape")
+    p = plan(*qkv())
+    assert (p.backend, p.variant) == ("sdpa", "default")
+    assert p.reason == "on cpu tensors (auto quantizes only on GPUs where a kernel was measured faster)"
+
+
+def test_meta_tensors_are_rejected_by_the_quantized_backends():
+    q, k, v = (x.to("meta") for x in qkv())
+    with pytest.raises(ValueError, match=r"q: device meta holds no data; backend='reference' runs on cpu\|cuda"):
+        sageattn(q, k, v, backend="reference")
+    assert sageattn(q, k, v).shape == q.shape  # auto: SDPA computes shapes on meta tensors
+
+
+@pytest.mark.parametrize("backend", ["reference", "cuda", "triton"])
+def test_quantized_backends_refuse_inputs_that_need_gradients(backend):
+    q, k, v = qkv()
+    q.requires_grad_(True)
+    with pytest.raises(ValueError, match=rf"backend='{backend}': q, k or v requires grad, but the quantized "
+                                         "kernels have no backward"):
+        sageattn(q, k, v, backend=backend)
+    with torch.no_grad():
+        if backend == "reference":
+            sageattn(q, k, v, backend=backend)  # no gradient needed: runs
+
+
+def test_auto_keeps_sdpa_for_inputs_that_need_gradients():
+    q, k, v = qkv(dtype=torch.float32)
+    q.requires_grad_(True)
+    p = plan(q, k, v)
+    assert p.backend == "sdpa" and p.reason == api.NEED_GRAD
+    sageattn(q, k, v).sum().backward()
+    qd = q.detach().requires_grad_(True)
+    F.scaled_dot_product_attention(qd, k, v).sum().backward()
+    assert torch.allclose(q.grad, qd.grad)
 
 
 @pytest.mark.parametrize("backend", ["reference", "sdpa"])
@@ -135,14 +226,16 @@ def test_float32_inputs_computed_in_bf16_warn_once(caplog):
     log.reset()
     q, k, v = qkv(dtype=torch.float32)
     with caplog.at_level(logging.WARNING, logger="comfy_sage"):
-        out = sageattn(q, k, v)
-        sageattn(q, k, v)
+        out = sageattn(q, k, v, backend="reference", qk_quant="none", pv_mode="none")
+        sageattn(q, k, v, backend="reference", qk_quant="none", pv_mode="none")
     assert out.dtype == torch.float32
-    assert sum("float32 inputs are computed in bfloat16" in r.message for r in caplog.records) == 1
+    assert sum("are computed in bfloat16" in r.message for r in caplog.records) == 1
     assert log.counts()["fp32 input"] == 2
     # The bf16 rounding of inputs and output is visible (bf16 has an 8-bit significand).
     err = errors(out, float32_attention(q, k, v)).rel_l1
     assert 1e-4 < err < 1e-2
+    # SDPA (auto's fallback) takes float32 as it is: no bf16 rounding there.
+    assert errors(sageattn(q, k, v), float32_attention(q, k, v)).rel_l1 < 1e-5
 
 
 def test_sageattention_package_keyword_alias():

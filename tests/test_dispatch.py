@@ -34,6 +34,8 @@ def test_rule_is_a_measured_win(rule):
 
 
 def test_choose_matches_only_the_measured_class(monkeypatch):
+    # The capability is asked once per device and cached: clear the cache around each pretend GPU.
+    dispatch.capability.cache_clear()
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     q = types.SimpleNamespace(device=torch.device("cuda"))
     rule = dispatch.choose(q, 128, 32760, 32760, False)
@@ -43,5 +45,18 @@ def test_choose_matches_only_the_measured_class(monkeypatch):
     assert dispatch.choose(q, 128, 32760, 512, False) is None  # cross-attention to text: not measured
     assert dispatch.choose(q, 64, 32760, 32760, False) is None
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
+    dispatch.capability.cache_clear()
     assert dispatch.choose(q, 128, 32760, 32760, False) is None
     assert dispatch.choose(types.SimpleNamespace(device=torch.device("cpu")), 128, 32760, 32760, False) is None
+    dispatch.capability.cache_clear()
+
+
+def test_the_capability_is_asked_once_per_device(monkeypatch):
+    dispatch.capability.cache_clear()
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or (9, 0))
+    q = types.SimpleNamespace(device=torch.device("cuda", 0))
+    for _ in range(3):
+        dispatch.choose(q, 128, 32760, 32760, False)
+    assert asked == [0]
+    dispatch.capability.cache_clear()

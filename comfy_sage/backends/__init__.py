@@ -1,4 +1,9 @@
-"""The backend registry: which backends exist, which can run here, and why not the others."""
+"""The backend registry: which backends exist, which can run here, and why not the others.
+
+Whether a backend can run is a property of the process (installed packages, visible GPUs, the
+built library), so it is decided once and cached: the per-call path only looks it up.
+``refresh()`` forgets the answers (after building the native library in-process, or in tests).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ NAMES = ("cuda", "triton", "reference", "sdpa")
 
 _loaded: dict[str, object] = {}
 _import_errors: dict[str, str] = {}
+_why_not: dict[str, Optional[str]] = {}
 
 
 def _load(name: str) -> Optional[Backend]:
@@ -38,18 +44,32 @@ def get(name: str) -> Optional[Backend]:
     """The backend object, or None when it cannot run in this process (see ``why_not``)."""
     if name not in NAMES:
         raise ValueError(f"backend: expected one of {'|'.join(NAMES)}, got {name!r}")
-    backend = _load(name)
-    if backend is None or backend.availability() is not None:
+    if why_not(name) is not None:
         return None
-    return backend
+    return _loaded[name]
 
 
 def why_not(name: str) -> Optional[str]:
-    """None when ``name`` can run here, else one sentence saying why not."""
+    """None when ``name`` can run here, else one sentence saying why not (cached per process)."""
+    try:
+        return _why_not[name]
+    except KeyError:
+        pass
     backend = _load(name)
     if backend is None:
-        return _import_errors[name]
-    return backend.availability()
+        reason = _import_errors[name]
+    else:
+        try:
+            reason = backend.availability()
+        except Exception as e:  # noqa: BLE001 - a broken backend is unavailable, never a crash of the host
+            reason = f"checking the {name} backend failed: {type(e).__name__}: {e}"
+    _why_not[name] = reason
+    return reason
+
+
+def refresh() -> None:
+    """Forget the cached availability (the next query asks each backend again)."""
+    _why_not.clear()
 
 
 def available_backends() -> dict[str, Optional[str]]:

@@ -1,15 +1,17 @@
-"""torch's own scaled_dot_product_attention: the baseline, and the fallback."""
+"""torch's own scaled_dot_product_attention: the baseline, and the fallback.
+
+It takes the caller's tensors as they are (any head dim, float32 too) and the mask from the call.
+"""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .base import Call, from_hnd, to_hnd
+from ..call import Call, from_hnd, to_hnd
 
 KERNELS = {
     "default": None,  # torch's own choice
@@ -40,19 +42,22 @@ class SdpaBackend:
             return f"SDPA kernel {call.variant!r} does not run on {q.device.type}"
         return None
 
-    def run(self, q, k, v, call: Call, attn_mask=None):
+    def run(self, q, k, v, call: Call):
         qh, kh, vh = to_hnd(q, call.layout), to_hnd(k, call.layout), to_hnd(v, call.layout)
         kernel = KERNELS.get(call.variant or "default")
-        ctx = sdpa_kernel(kernel) if kernel is not None else contextlib.nullcontext()
+        mask = call.attn_mask
         gqa = qh.shape[1] != kh.shape[1]
-        with ctx:
-            out = F.scaled_dot_product_attention(
-                qh, kh, vh, attn_mask=attn_mask, is_causal=call.is_causal, scale=call.sm_scale, enable_gqa=gqa
-            )
+        if kernel is None:
+            out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, is_causal=call.is_causal,
+                                                 scale=call.sm_scale, enable_gqa=gqa)
+        else:
+            with sdpa_kernel(kernel):
+                out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, is_causal=call.is_causal,
+                                                     scale=call.sm_scale, enable_gqa=gqa)
         out = from_hnd(out, call.layout)
         if not call.return_lse:
             return out
-        return out, logsumexp(qh, kh, call.sm_scale, call.is_causal, attn_mask)
+        return out, logsumexp(qh, kh, call.sm_scale, call.is_causal, mask)
 
 
 def logsumexp(q, k, sm_scale: float, is_causal: bool, attn_mask=None, chunk: int = 4096) -> torch.Tensor:
@@ -63,7 +68,7 @@ def logsumexp(q, k, sm_scale: float, is_causal: bool, attn_mask=None, chunk: int
     for start in range(0, q.shape[2], chunk):
         s = (q[:, :, start:start + chunk].float() @ kf.transpose(-1, -2)) * sm_scale
         if attn_mask is not None:
-            mask = attn_mask[..., start:start + chunk, :]
+            mask = attn_mask[..., start:start + chunk, :] if attn_mask.shape[-2] > 1 else attn_mask
             s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.float()
         if is_causal:
             q_pos = torch.arange(start, start + s.shape[2], device=q.device).view(-1, 1)

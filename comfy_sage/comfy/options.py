@@ -17,9 +17,9 @@ from ..config import VARIANTS, QKGranularity, _StrEnum
 class NodeBackend(_StrEnum):
     """What the node's ``backend`` combo offers.
 
-    AUTO: CUDA tensors go to ``comfy_sage``'s own ``auto`` choice (a quantized kernel only
-      where it was measured to win, the host's attention otherwise); CPU tensors go to the
-      reference backend, so a CPU run really exercises the quantization.
+    AUTO: ``comfy_sage``'s own ``auto`` choice: a quantized kernel only where it was measured to
+      win over PyTorch attention (GPUs in ``dispatch.RULES``), the host's attention everywhere
+      else, the CPU included (the reference backend runs only when asked for by name).
     OFF: the node passes the model through untouched (for A/B comparisons in one graph).
     """
 
@@ -97,6 +97,11 @@ class PatchConfig:
             qk_granularity=None if qk_granularity == AUTO else qk_granularity,
             **rest,
         )
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a schedule window narrower than the whole schedule is set."""
+        return self.sigma_start != SIGMA_MAX or self.sigma_end != SIGMA_MIN
 
     def describe(self) -> dict:
         out = {}

@@ -38,27 +38,33 @@ from typing import Callable, Optional
 
 import torch
 
-from .. import log
-from .options import SIGMA_MAX, SIGMA_MIN, NodeBackend, PatchConfig
+from .. import api, log
+from .options import NodeBackend, PatchConfig
 from .stats import OURS, Stats
 
 OVERRIDE_KEY = "optimized_attention_override"
 _HALF = (torch.float16, torch.bfloat16)
+_EMPTY: dict = {}
 _INT32_LIMIT = 2**31
 
-# Fallback reasons (stable keys: the statistics and the once-per-reason log use them).
-HOST_SAGE = "ComfyUI started with --use-sage-attention (not patching twice)"
-LOW_PRECISION_OFF = "low_precision_attention=False"
+# Fallback reasons: stable keys of the statistics and of the once-per-reason log, written to
+# follow "comfy_sage: ComfyUI's attention for calls ..." and never holding a shape.
+HOST_SAGE = "while ComfyUI runs with --use-sage-attention (not patching twice)"
+LOW_PRECISION_OFF = "with low_precision_attention=False"
 OUTSIDE_WINDOW = "outside the schedule window"
-FULL_PRECISION_BLOCK = "full-precision block"
-MASK = "attention mask"
-EXACT_KV = "image cross-attention kept exact"
-FP32 = "float32 activations"
-BAD_DTYPE = "unsupported dtype"
-BAD_SHAPE = "unsupported shape"
-INT32_OFFSETS = "tensor offsets reach 2^31"
-NON_FINITE = "non-finite q/k/v (NaN/Inf guard)"
-REJECTED = "not runnable by comfy_sage"  # + the API's own reason (head dim, backend unavailable, ...)
+FULL_PRECISION_BLOCK = "in full-precision blocks"
+MASK = "with masks"
+EXACT_KV = "of image cross-attention (kept exact)"
+FP32 = "with float32 activations"
+BAD_DTYPE = "with an unsupported dtype"
+BAD_SHAPE = "with an unsupported shape"
+BAD_OPTIONS = "with transformer_options that are not a dict"
+BAD_SIGMAS = "with sigmas that are not numbers (the schedule window cannot be applied)"
+NEED_GRAD = "that need gradients (training: the quantized kernels have no backward)"
+INT32_OFFSETS = "whose tensor offsets reach 2^31"
+NON_FINITE = "with NaN/Inf inputs (nan_guard)"
+BAD_HEAD_DIM = f"with head dims over {api.MAX_HEAD_DIM}"
+REJECTED = "that comfy_sage rejects"  # + " (<argument>)": the API's own input check
 
 
 class SageAttentionOverride:
@@ -75,7 +81,11 @@ class SageAttentionOverride:
         self.stats = Stats()
         self._sigma_obj = None  # the host's current sigma tensor, and whether it is inside the window
         self._sigma_inside = True
-        self._sageattn = _compile_boundary(config.allow_compile)
+        self._run = _compile_boundary(config.allow_compile)
+        self._api_backend = "auto" if config.backend is NodeBackend.AUTO else config.backend.value
+        self._explicit = config.backend is not NodeBackend.AUTO
+        self._warned = {}  # reason -> the run (prompt) it was last warned in
+        self._depth_checked = False
 
     def __deepcopy__(self, memo):
         # ModelPatcher.clone() deep-copies model_options. The override behaves like the plain
@@ -97,58 +107,65 @@ class SageAttentionOverride:
     # -- one attention call -------------------------------------------------------------
     def attend(self, func, q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False,
                skip_output_reshape=False, **kwargs):
-        def host():
+        topts = kwargs.get("transformer_options")
+        compiling = torch.compiler.is_compiling()
+        if not compiling and type(topts) is dict:
+            self.stats.begin_call(topts.get("sample_sigmas"))
+        reason, p = self._decide(q, k, v, heads, mask, skip_reshape, kwargs, topts)
+        if reason is not None:
+            if not compiling:
+                self.stats.add(_shape_key(q, k, heads, skip_reshape), reason)
+                self._log_fallback(reason, p)
             return func(q, k, v, heads, mask=mask, attn_precision=attn_precision, skip_reshape=skip_reshape,
                         skip_output_reshape=skip_output_reshape, **kwargs)
 
-        topts = kwargs.get("transformer_options") or {}
-        compiling = torch.compiler.is_compiling()
-        if not compiling:
-            self.stats.begin_call(topts.get("sample_sigmas"))
-        shape = _shape_key(q, k, heads, skip_reshape)
-        reason, call = self._plan(q, k, v, heads, mask, skip_reshape, kwargs, topts)
-        if reason is not None:
-            if not compiling:
-                self.stats.add(shape, reason)
-                log.once(f"comfy.fallback: {reason}", f"comfy_sage: host attention for calls with {reason}",
-                         level=logging.INFO)
-            return host()
-
-        qn, kn, vn, layout, sageattn_kwargs, backend = call
         start = self._tick(q) if self.config.timing and not compiling else None
-        out = self._sageattn(qn, kn, vn, layout, **sageattn_kwargs)
+        out = self._run(p)
         seconds = self._tock(q, start) if start is not None else None
         if not compiling:
-            self.stats.add(shape, OURS, backend=backend, seconds=seconds)
-        return _to_host_layout(out, layout, skip_output_reshape)
+            self.stats.add(_shape_key(q, k, heads, skip_reshape), OURS, backend=p.backend, seconds=seconds)
+        return _to_host_layout(out, p.call.layout, skip_output_reshape)
 
-    def _plan(self, q, k, v, heads, mask, skip_reshape, kwargs, topts):
-        """(reason, None) to keep the host's attention, or (None, the call to make)."""
+    def _decide(self, q, k, v, heads, mask, skip_reshape, kwargs, topts):
+        """(reason, plan or None) to keep the host's attention, or (None, the plan to run)."""
         cfg = self.config
         if cfg.host_uses_sage:
             return HOST_SAGE, None
         if kwargs.get("low_precision_attention", True) is False:
             return LOW_PRECISION_OFF, None
-        if not self._inside_window(topts.get("sigmas")):
-            return OUTSIDE_WINDOW, None
-        if self._full_precision_block(topts):
+        if topts is None:
+            topts = _EMPTY
+        elif type(topts) is not dict:
+            return BAD_OPTIONS, None
+        if cfg.windowed:
+            inside = self._inside_window(topts.get("sigmas"))
+            if inside is None:
+                return BAD_SIGMAS, None
+            if not inside:
+                return OUTSIDE_WINDOW, None
+        if (cfg.full_precision_first or cfg.full_precision_last) and self._full_precision_block(topts):
             return FULL_PRECISION_BLOCK, None
         if mask is not None:
             return MASK, None
-        if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+        if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
             return BAD_SHAPE, None
-        if q.dtype == torch.float32:
+        dtype = q.dtype
+        if dtype == torch.float32:
             return FP32, None
-        if q.dtype not in _HALF or k.dtype != q.dtype or v.dtype != q.dtype:
+        if dtype not in _HALF or k.dtype != dtype or v.dtype != dtype:
             return BAD_DTYPE, None
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            return NEED_GRAD, None
 
-        expected_ndim = 4 if skip_reshape else 3
-        if any(t.ndim != expected_ndim for t in (q, k, v)):
-            return BAD_SHAPE, None
         if skip_reshape:
+            if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+                return BAD_SHAPE, None
             qn, kn, vn, layout = q, k, v, "HND"
+            n_q, n_kv = q.shape[2], k.shape[2]
         else:
-            if not isinstance(heads, int) or heads <= 0 or q.shape[-1] % heads:
+            if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
+                return BAD_SHAPE, None
+            if type(heads) is not int or heads <= 0 or q.shape[-1] % heads:
                 return BAD_SHAPE, None
             d = q.shape[-1] // heads
             if k.shape[-1] % d or v.shape[-1] != k.shape[-1]:
@@ -160,44 +177,57 @@ class SageAttentionOverride:
             except RuntimeError:  # a stride pattern view() cannot express; the host reshapes
                 return BAD_SHAPE, None
             layout = "NHD"
-        if cfg.exact_kv_lengths:
-            n_q, n_kv = (qn.shape[2], kn.shape[2]) if layout == "HND" else (qn.shape[1], kn.shape[1])
-            if n_kv != n_q and n_kv in cfg.exact_kv_lengths:
-                return EXACT_KV, None
-        if any(_max_offset(t) >= _INT32_LIMIT for t in (qn, kn, vn)):
+            n_q, n_kv = q.shape[1], k.shape[1]
+        if qn.shape[-1] > api.MAX_HEAD_DIM:
+            return BAD_HEAD_DIM, None
+        if cfg.exact_kv_lengths and n_kv != n_q and n_kv in cfg.exact_kv_lengths:
+            return EXACT_KV, None
+        if _max_offset(qn) >= _INT32_LIMIT or _max_offset(kn) >= _INT32_LIMIT or _max_offset(vn) >= _INT32_LIMIT:
             return INT32_OFFSETS, None
         if cfg.nan_guard and not bool(torch.isfinite(qn).all() & torch.isfinite(kn).all() & torch.isfinite(vn).all()):
-            log.once("comfy.nan_guard", "comfy_sage: non-finite values reached attention; those calls use the "
-                     "host attention (NaN/Inf guard)", level=logging.WARNING)
             return NON_FINITE, None
 
-        backend = _api_backend(cfg.backend, qn)
-        sageattn_kwargs = dict(
-            backend=backend,
-            variant=cfg.variant,
-            qk_granularity=None if cfg.qk_granularity is None else cfg.qk_granularity.value,
-            smooth_k=cfg.smooth_k,
-            smooth_q=cfg.smooth_q,
-        )
-        scale = kwargs.get("scale")
-        if scale is not None:
-            sageattn_kwargs["sm_scale"] = float(scale)
-        from .. import api
-
         try:
-            selection = api.select(qn, kn, vn, layout, **sageattn_kwargs)
+            p = api.plan(qn, kn, vn, layout, sm_scale=kwargs.get("scale"), backend=self._api_backend,
+                         variant=cfg.variant, qk_granularity=cfg.qk_granularity, smooth_k=cfg.smooth_k,
+                         smooth_q=cfg.smooth_q)
         except (ValueError, TypeError) as e:  # the API's own input check; no kernel has run
-            return f"{REJECTED}: {_first_clause(e)}", None
-        if selection.backend not in api.QUANTIZED_BACKENDS:
-            return f"backend chose {selection.backend}: {selection.reason}", None
-        return None, (qn, kn, vn, layout, sageattn_kwargs, selection.backend)
+            return f"{REJECTED} ({_argument(e)})", e
+        if not p.quantized:
+            return p.reason, p
+        return None, p
 
-    def _inside_window(self, sigmas) -> bool:
-        cfg = self.config
-        if sigmas is None or (cfg.sigma_start == SIGMA_MAX and cfg.sigma_end == SIGMA_MIN):
+    def _log_fallback(self, reason: str, detail) -> None:
+        """Once per reason (INFO); an explicitly chosen backend that cannot run warns once per prompt."""
+        text = f"comfy_sage: ComfyUI's attention for calls {reason}"
+        if isinstance(detail, Exception):
+            text += f": {detail}"
+        if self._explicit and isinstance(detail, api.Plan) and detail.error is not None:
+            run = self.stats.runs
+            if self._warned.get(reason) != run:
+                self._warned[reason] = run
+                log.logger.warning("%s (backend=%s was chosen in the node)", text, self.config.backend.value)
+            log.once(f"comfy.fallback: {reason}", text, level=logging.DEBUG)
+            return
+        if reason == NON_FINITE:
+            log.once("comfy.nan_guard", "comfy_sage: non-finite values reached attention; those calls use "
+                     "ComfyUI's attention (NaN/Inf guard)", level=logging.WARNING)
+        level = logging.WARNING if reason == NEED_GRAD else logging.INFO
+        log.once(f"comfy.fallback: {reason}", text, level=level)
+
+    def _inside_window(self, sigmas) -> Optional[bool]:
+        """Whether the current sigma is inside the window (True without a sigma), or None when
+        the host's sigmas cannot be read as numbers."""
+        if sigmas is None:
             return True
         if sigmas is not self._sigma_obj:  # one host sync per step, not per call
-            sigma = float(sigmas.max()) if isinstance(sigmas, torch.Tensor) else float(max(sigmas))
+            try:
+                sigma = float(sigmas.max()) if isinstance(sigmas, torch.Tensor) else float(max(sigmas))
+            except (TypeError, ValueError, RuntimeError):  # empty, non-numeric or not a sequence
+                return None
+            if sigma != sigma:
+                return None
+            cfg = self.config
             # the host's sigmas are float32 tensors, the bounds Python floats: compare with float32 slack
             slack = 1e-6 * max(abs(sigma), 1.0)
             self._sigma_inside = cfg.sigma_end - slack <= sigma <= cfg.sigma_start + slack
@@ -206,11 +236,16 @@ class SageAttentionOverride:
 
     def _full_precision_block(self, topts) -> bool:
         cfg = self.config
-        if not (cfg.full_precision_first or cfg.full_precision_last):
-            return False
         index, total = topts.get("block_index"), topts.get("total_blocks")
         if not isinstance(index, int) or not isinstance(total, int):
             return False  # UNets and models that do not report blocks: the rule does not apply
+        if not self._depth_checked:
+            self._depth_checked = True
+            if cfg.last_stage_type is None and cfg.full_precision_first + cfg.full_precision_last >= total:
+                log.once("comfy.all_blocks_full", f"comfy_sage: full_precision_first_blocks + "
+                         f"full_precision_last_blocks ({cfg.full_precision_first} + {cfg.full_precision_last}) "
+                         f"cover all {total} blocks of this model: the Sage Attention node changes nothing; "
+                         "lower them")
         block_type = topts.get("block_type")
         last_type = cfg.last_stage_type
         in_first_stage = last_type is None or block_type != last_type
@@ -257,18 +292,10 @@ def find(transformer_options: dict) -> Optional[SageAttentionOverride]:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _api_backend(backend: NodeBackend, q: torch.Tensor) -> str:
-    if backend is NodeBackend.AUTO:
-        return "auto" if q.is_cuda else "reference"
-    return backend.value
-
-
 def _compile_boundary(allow_compile: bool):
-    from .. import sageattn
-
     if allow_compile:
-        return sageattn  # traced through: the kernels are torch.library custom ops
-    return torch.compiler.disable(sageattn, recursive=True)
+        return api.run  # traced through: the kernels are torch.library custom ops
+    return torch.compiler.disable(api.run, recursive=True)
 
 
 def _shape_key(q, k, heads, skip_reshape) -> tuple:
@@ -291,9 +318,10 @@ def _max_offset(t: torch.Tensor) -> int:
     return sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()) if size > 0)
 
 
-def _first_clause(e: Exception) -> str:
-    text = str(e)
-    return text.split(";")[0][:120]
+def _argument(e: Exception) -> str:
+    """The argument an API error names (its text up to the first colon): a stable key."""
+    head = str(e).split(":", 1)[0]
+    return head if len(head) <= 40 else type(e).__name__
 
 
 def _to_host_layout(out: torch.Tensor, layout: str, skip_output_reshape: bool) -> torch.Tensor:
