@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-from .. import build
+from .. import native
 from ..config import PVMode, QKGranularity, QKQuant, Tiles, VARIANTS, variant_name
 from .base import Call
 
@@ -36,16 +35,23 @@ def _device_arch(index: int) -> int:
     return major * 10 + minor
 
 
+_SYMBOLS = ("cs_last_error", "cs_query_tiles", "cs_scale_count", "cs_variant_supported", "cs_workspace_bytes",
+            "cs_attention")
+_load_errors: dict[int, str] = {}  # arch -> why _load gave None (refreshed with _load's cache)
+
+
 @functools.lru_cache(maxsize=None)
 def _load(arch: int):
-    """The ctypes handle of the cached library covering ``arch`` (None when not built)."""
-    path: Optional[Path] = build.find_library(arch)
-    if path is None:
+    """The ctypes handle of the cached library covering ``arch``; None when it is missing or
+    damaged (``_load_error`` says which). Never raises: see comfy_sage/native.py."""
+    loaded = native.load(arch, abi_version=1, symbols=_SYMBOLS)
+    if loaded.lib is None:
+        _load_errors[arch] = loaded.reason
         return None
-    lib = ctypes.CDLL(str(path))
+    _load_errors.pop(arch, None)
+    lib = loaded.lib
     c_int, c_size, c_void, c_float = ctypes.c_int, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_float
     p_int = ctypes.POINTER(c_int)
-    lib.cs_abi_version.restype = c_int
     lib.cs_last_error.restype = ctypes.c_char_p
     lib.cs_query_tiles.argtypes = [c_int, c_int, c_int, p_int, p_int, p_int]
     lib.cs_scale_count.argtypes = [c_int, c_int, c_int, c_int, c_int, ctypes.POINTER(ctypes.c_int64)]
@@ -57,9 +63,13 @@ def _load(arch: int):
     )
     for name in ("cs_query_tiles", "cs_scale_count", "cs_variant_supported", "cs_workspace_bytes", "cs_attention"):
         getattr(lib, name).restype = c_int
-    if lib.cs_abi_version() != 1:
-        return None
     return lib
+
+
+def _load_error(arch: int) -> str:
+    """Why there is no library for ``arch`` (missing or damaged, and the command that fixes it)."""
+    _load(arch)
+    return _load_errors.get(arch) or f"the native library for sm_{arch} could not be loaded, run python install.py"
 
 
 def _lib_for(device: torch.device):
@@ -78,7 +88,7 @@ def tiles(pv_mode: PVMode = PVMode.FP16, head_dim: int = 128, arch: Optional[int
         arch = _device_arch(torch.cuda.current_device())
     lib = _load(arch)
     if lib is None:
-        raise CudaError(f"comfy_sage cuda backend: no library built for sm_{arch}")
+        raise CudaError(f"comfy_sage cuda backend: {_load_error(arch)}")
     out = [ctypes.c_int() for _ in range(3)]
     _check(lib, lib.cs_query_tiles(PV_CODES[pv_mode], head_dim, arch, *(ctypes.byref(o) for o in out)), arch,
            variant_name(QKQuant.INT8, pv_mode))
@@ -108,7 +118,7 @@ def cuda_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: in
     pv_name = next(m for m, c in PV_CODES.items() if c == pv_mode)
     variant = variant_name(QKQuant.INT8, pv_name)
     if lib is None:
-        raise CudaError(f"comfy_sage cuda backend (sm_{arch}, variant {variant}): library not built for this GPU")
+        raise CudaError(f"comfy_sage cuda backend (sm_{arch}, variant {variant}): {_load_error(arch)}")
     if layout == 0:
         B, Hq, Lq, D = q.shape
         Hkv, Lk = k.shape[1], k.shape[2]
@@ -148,8 +158,7 @@ class CudaBackend:
             return "no CUDA device is visible to PyTorch"
         arch = _device_arch(torch.cuda.current_device())
         if _load(arch) is None:
-            return (f"the native library is not built for sm_{arch} from the current sources: "
-                    f"run `python install.py` or `python -m comfy_sage.build`")
+            return _load_error(arch)
         return None
 
     def variants(self, device: torch.device) -> list[str]:
@@ -183,7 +192,7 @@ class CudaBackend:
         arch = _device_arch(q.device.index)
         lib = _load(arch)
         if lib is None:
-            return f"the native library is not built for sm_{arch}"
+            return _load_error(arch)
         if not lib.cs_variant_supported(PV_CODES[cfg.pv_mode], call.head_dim, arch):
             return f"variant {cfg.variant} is not available on sm_{arch}"
         own = tiles(cfg.pv_mode, call.head_dim, arch)
