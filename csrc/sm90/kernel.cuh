@@ -1,0 +1,348 @@
+// The Hopper attention kernel: INT8 Q·Kᵀ and FP8 P·V on wgmma, K/V by TMA through a ring of
+// shared-memory stages, one producer warp and two consumer warpgroups in ping-pong.
+//
+// CTA = 128 query rows of one (batch, head). Warpgroup 0 is the producer (one thread issues every
+// TMA load); warpgroups 1 and 2 each own 64 rows and walk the same K/V blocks of 128 keys. Their
+// wgmma issue is serialized by two named barriers (each hands the tensor cores to the other right
+// after issuing), so one warpgroup's softmax runs while the other's MMAs do.
+//
+// Per consumer warpgroup and block j (after the first): issue S(j) = Q·K(j)ᵀ (s8·s8 → s32, the
+// accumulators pre-set to 0x4B400000 so that their bits read as the float 1.5·2²³ + S, exact for
+// |S| < 2²²: INT8 Q·K ≤ 127²·128 = 2.06e6) and O'(j-1) = P(j-1)·V(j-1) (e4m3, a fresh fp32 tile);
+// wait for S, take the row max on the raw integers, wait for O', fold it into the true fp32 O
+// (O = O·α + O': SageAttention2's two-level accumulation, the FP8 MMA keeps ~22 bits), then
+// P(j) = exp2(S·scale − m + log2 448) packed to e4m3 straight into wgmma's A-register layout.
+//
+// P in registers, as wgmma's 8-bit A fragment wants it, holds keys {2q, 2q+1, 2q+8, 2q+9} of each
+// 16 at k positions {4q .. 4q+3} (q = lane % 4): V is stored with its tokens permuted the same
+// way within every 16 (quant.cuh, `vt_pos`), so no shuffles are needed.
+#pragma once
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include "sm90/params.h"
+#include "sm90/ptx.cuh"
+#include "sm90/wgmma_ops.cuh"
+
+namespace cs { namespace sm90 {
+
+template <int D>
+struct SmemLayout {
+  static_assert(D == 64 || D == 128, "head dim 64 or 128");
+  static constexpr int q_bytes = kBlockM * D;   // int8, rows of D bytes
+  static constexpr int k_bytes = kBlockN * D;   // int8, rows of D bytes
+  static constexpr int v_bytes = D * kBlockN;   // e4m3 Vᵀ, rows of 128 tokens
+  static constexpr int q_off = 0;
+  static constexpr int k_off = q_off + q_bytes;
+  static constexpr int v_off = k_off + kStages * k_bytes;
+  static constexpr int bar_off = v_off + kStages * v_bytes;
+  static constexpr int n_bars = 1 + 4 * kStages;
+  static constexpr int bytes = bar_off + 8 * n_bars + 1024;  // + slack to align the base to 1024
+  static_assert(q_bytes % 1024 == 0 && k_bytes % 1024 == 0 && v_bytes % 1024 == 0, "swizzle atoms need 1024-byte alignment");
+};
+
+constexpr float kMagic = 12582912.f;              // 1.5 * 2^23: the accumulator pre-set, as a float
+constexpr uint32_t kMagicBits = 0x4B400000u;
+constexpr float kLog2P = 8.807354922057604f;      // log2(448): P's static FP8 scale folded into exp2
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kLnP = 6.104793232414985f;        // ln(448)
+
+// Row max, exponentials and e4m3 packing of one 64x128 S tile; MASK only on the blocks that
+// cross the sequence end or the causal diagonal.
+template <bool MASK>
+struct Softmax {
+  // Pass 1: masked scores -> 0 (below every biased score), the scaled row max, m and α updated.
+  __device__ __forceinline__ static void max_pass(uint32_t (&S)[64], const float (&sc)[2], float (&m)[2],
+                                                  float (&alpha)[2], int col0, int row0, int Lk, int causal) {
+    int mx[2][2] = {{0, 0}, {0, 0}};
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int idx = 4 * j + 2 * i + c;
+          if (MASK) {
+            const int col = col0 + 8 * j + c, row = row0 + 8 * i;
+            if (col >= Lk || (causal && col > row)) S[idx] = 0;
+          }
+          mx[i][j / 8] = max(mx[i][j / 8], static_cast<int>(S[idx]));
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float r = fmaxf(fmaf(__int_as_float(mx[i][0]), sc[0], -kMagic * sc[0]),
+                      fmaf(__int_as_float(mx[i][1]), sc[1], -kMagic * sc[1]));
+      r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 1));
+      r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 2));
+      const float m_new = fmaxf(m[i], r);
+      alpha[i] = ex2(m[i] - m_new);
+      m[i] = m_new;
+    }
+  }
+  // Pass 2: P̃ = exp2(s·scale − m + log2 448) into e4m3 A fragments; l = l·α + Σ P̃ (thread part).
+  __device__ __forceinline__ static void exp_pass(const uint32_t (&S)[64], const float (&sc)[2], const float (&m)[2],
+                                                  const float (&alpha)[2], float (&l)[2], uint32_t (&P)[4][4]) {
+    float cst[2][2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) cst[i][h] = -kMagic * sc[h] - m[i] + kLog2P;
+    float p[64];
+    float sum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int idx = 4 * j + 2 * i + c;
+          float x = fmaf(__uint_as_float(S[idx]), sc[j / 8], cst[i][j / 8]);
+          if (MASK && S[idx] == 0u) x = -INFINITY;
+          p[idx] = ex2(x);
+          sum[i] += p[idx];
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) l[i] = l[i] * alpha[i] + sum[i];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const int b = 16 * kk;
+      P[kk][0] = pack_e4m3x4(p[b + 0], p[b + 1], p[b + 4], p[b + 5]);
+      P[kk][1] = pack_e4m3x4(p[b + 2], p[b + 3], p[b + 6], p[b + 7]);
+      P[kk][2] = pack_e4m3x4(p[b + 8], p[b + 9], p[b + 12], p[b + 13]);
+      P[kk][3] = pack_e4m3x4(p[b + 10], p[b + 11], p[b + 14], p[b + 15]);
+    }
+  }
+};
+
+template <int D>
+__device__ __forceinline__ void issue_pv(float (&Of)[D / 2], const uint32_t (&P)[4][4], uint32_t sv) {
+  const uint64_t dv = smem_desc<128>(sv);
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    if constexpr (D == 128) wgmma_e4m3_m64n128k32(Of, P[kk], dv + 2 * kk, kk > 0);
+    else wgmma_e4m3_m64n64k32(Of, P[kk], dv + 2 * kk, kk > 0);
+  }
+}
+
+template <int D>
+__device__ __forceinline__ void issue_qk(uint32_t (&S)[64], uint64_t dq, uint32_t sk) {
+  const uint64_t dk = smem_desc<D>(sk);
+#pragma unroll
+  for (int kk = 0; kk < D / 32; ++kk) wgmma_s8_m64n128k32(S, dq + 2 * kk, dk + 2 * kk);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1)
+attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK,
+                 const __grid_constant__ CUtensorMap tmV, const __grid_constant__ AttnParams p) {
+#if CS_SM90_DEVICE
+  using L = SmemLayout<D>;
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
+  const uint32_t sQ = base + L::q_off, sK = base + L::k_off, sV = base + L::v_off, bars = base + L::bar_off;
+  const uint32_t bar_q = bars;
+  auto full_k = [&](int s) { return bars + 8u * (1 + s); };
+  auto empty_k = [&](int s) { return bars + 8u * (1 + kStages + s); };
+  auto full_v = [&](int s) { return bars + 8u * (1 + 2 * kStages + s); };
+  auto empty_v = [&](int s) { return bars + 8u * (1 + 3 * kStages + s); };
+
+  const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
+  const int m_tile = p.causal ? (p.n_mtiles - 1 - static_cast<int>(blockIdx.x)) : static_cast<int>(blockIdx.x);
+  const int bh = blockIdx.y;
+  const int b = bh / p.Hq, h = bh % p.Hq;
+  const int bhk = b * p.Hkv + h / p.group;
+  const int m0 = m_tile * kBlockM;
+  int n_blocks = (p.Lk + kBlockN - 1) / kBlockN;
+  if (p.causal) n_blocks = min(n_blocks, min(m0 + kBlockM, p.Lq) / kBlockN + ((min(m0 + kBlockM, p.Lq) % kBlockN) != 0));
+
+  if (threadIdx.x == 0) {
+    mbar_init(bar_q, 1);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(full_k(s), 1);
+      mbar_init(full_v(s), 1);
+      mbar_init(empty_k(s), 8);  // lane 0 of each consumer warp
+      mbar_init(empty_v(s), 8);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // ---------------- producer ----------------
+    setmaxnreg_dec<24>();
+    if (threadIdx.x == 0) {
+      prefetch_tmap(&tmQ);
+      prefetch_tmap(&tmK);
+      prefetch_tmap(&tmV);
+      mbar_expect_tx(bar_q, L::q_bytes);
+      tma_load_3d(sQ, &tmQ, bar_q, 0, m0, bh);
+      for (int j = 0; j < n_blocks; ++j) {
+        const int s = j % kStages;
+        const uint32_t ph = (j / kStages) & 1;
+        mbar_wait(empty_k(s), ph ^ 1);
+        mbar_expect_tx(full_k(s), L::k_bytes);
+        tma_load_3d(sK + s * L::k_bytes, &tmK, full_k(s), 0, j * kBlockN, bhk);
+        mbar_wait(empty_v(s), ph ^ 1);
+        mbar_expect_tx(full_v(s), L::v_bytes);
+        tma_load_3d(sV + s * L::v_bytes, &tmV, full_v(s), j * kBlockN, 0, bhk);
+      }
+    }
+    return;
+  }
+
+  // ---------------- consumers ----------------
+  setmaxnreg_inc<240>();
+  const int cw = wg - 1;
+  const int tid = threadIdx.x & 127, warp = tid >> 5, lane = tid & 31;
+  const int row0 = m0 + 64 * cw + 16 * warp + (lane >> 2);  // this thread's rows: row0, row0 + 8
+  const int q16 = (m0 + 64 * cw + 16 * warp) / kQRows;
+  const float qs = (q16 * kQRows < p.Lq)
+                       ? p.q_scale[static_cast<int64_t>(bh) * p.q_spr + q16 * 8 + (lane >> 2)] * p.sm_scale_log2
+                       : 0.f;
+  const float* ks_ptr = p.k_scale + static_cast<int64_t>(bhk) * p.k_spr + (lane & 3);
+  const int ks_last = p.k_spr - 4;
+  const uint64_t dq = smem_desc<D>(sQ + cw * 64 * D);
+  const uint32_t my_turn = 1 + cw, other_turn = 2 - cw;
+  // Blocks from here on need masking (sequence end, causal diagonal of this warpgroup's rows).
+  const int first_masked = p.causal ? min(p.Lk / kBlockN, (m0 + 64 * cw) / kBlockN) : p.Lk / kBlockN;
+
+  uint32_t S[64];
+  float O[D / 2], Of[D / 2];
+  uint32_t P[4][4];
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2], alpha_pend[2] = {0.f, 0.f};
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) O[i] = 0.f;
+
+  auto scales = [&](int j, float (&sc)[2]) {
+    const int k0 = j * (kBlockN / kKBlock) * 4;
+    sc[0] = qs * __ldg(ks_ptr + min(k0, ks_last));
+    sc[1] = qs * __ldg(ks_ptr + min(k0 + 4, ks_last));
+  };
+  auto softmax = [&](int j, const float (&sc)[2]) {
+    if (j >= first_masked) {
+      Softmax<true>::max_pass(S, sc, m, alpha, j * kBlockN + 2 * (lane & 3), row0, p.Lk, p.causal);
+    } else {
+      Softmax<false>::max_pass(S, sc, m, alpha, 0, 0, 0, 0);
+    }
+  };
+  auto exps = [&](int j, const float (&sc)[2]) {
+    if (j >= first_masked) Softmax<true>::exp_pass(S, sc, m, alpha, l, P);
+    else Softmax<false>::exp_pass(S, sc, m, alpha, l, P);
+  };
+  auto fold = [&]() {  // O = O·α + O'
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) O[i] = fmaf(O[i], alpha_pend[(i >> 1) & 1], Of[i]);
+  };
+
+  mbar_wait(bar_q, 0);
+  if (cw == 1) named_arrive(1, 256);  // warpgroup 1 issues first
+
+  {  // block 0: Q·K(0)ᵀ alone
+    float sc[2];
+    scales(0, sc);
+    mbar_wait(full_k(0), 0);
+    named_sync(my_turn, 256);
+#pragma unroll
+    for (int i = 0; i < 64; ++i) S[i] = kMagicBits;
+    reg_fence(S);
+    wgmma_fence();
+    issue_qk<D>(S, dq, sK);
+    wgmma_commit();
+    named_arrive(other_turn, 256);
+    wgmma_wait<0>();
+    reg_fence(S);
+    if (lane == 0) mbar_arrive(empty_k(0));
+    softmax(0, sc);
+    exps(0, sc);
+    alpha_pend[0] = alpha[0];
+    alpha_pend[1] = alpha[1];
+  }
+  for (int j = 1; j < n_blocks; ++j) {
+    const int s = j % kStages, sp = (j - 1) % kStages;
+    float sc[2];
+    scales(j, sc);
+    mbar_wait(full_k(s), (j / kStages) & 1);
+    mbar_wait(full_v(sp), ((j - 1) / kStages) & 1);
+    named_sync(my_turn, 256);
+#pragma unroll
+    for (int i = 0; i < 64; ++i) S[i] = kMagicBits;
+    reg_fence(S);
+    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
+    wgmma_fence();
+    issue_qk<D>(S, dq, sK + s * L::k_bytes);
+    wgmma_commit();
+    issue_pv<D>(Of, P, sV + sp * L::v_bytes);
+    wgmma_commit();
+    named_arrive(other_turn, 256);
+    wgmma_wait<1>();
+    reg_fence(S);
+    if (lane == 0) mbar_arrive(empty_k(s));
+    softmax(j, sc);
+    wgmma_wait<0>();
+    reg_fence(Of);
+    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
+    if (lane == 0) mbar_arrive(empty_v(sp));
+    fold();
+    exps(j, sc);
+    alpha_pend[0] = alpha[0];
+    alpha_pend[1] = alpha[1];
+  }
+  {  // the last block's P·V
+    const int sp = (n_blocks - 1) % kStages;
+    mbar_wait(full_v(sp), ((n_blocks - 1) / kStages) & 1);
+    named_sync(my_turn, 256);
+    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
+    wgmma_fence();
+    issue_pv<D>(Of, P, sV + sp * L::v_bytes);
+    wgmma_commit();
+    named_arrive(other_turn, 256);
+    wgmma_wait<0>();
+    reg_fence(Of);
+    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
+    if (lane == 0) mbar_arrive(empty_v(sp));
+    fold();
+  }
+
+  // ---------------- epilogue: O · v_scale / l, lse ----------------
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+  }
+  const float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
+  const float* vs = p.v_scale + static_cast<int64_t>(bhk) * D + 2 * (lane & 3);
+  char* obase = static_cast<char*>(p.o) + 2 * (static_cast<int64_t>(b) * p.o_sb + static_cast<int64_t>(h) * p.o_sh);
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    const float2 v2 = __ldg(reinterpret_cast<const float2*>(vs + 8 * j));
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int row = row0 + 8 * i;
+      if (row < p.Lq) {
+        const float a = O[4 * j + 2 * i] * v2.x * inv[i], c = O[4 * j + 2 * i + 1] * v2.y * inv[i];
+        char* dst = obase + 2 * (static_cast<int64_t>(row) * p.o_sn + 8 * j + 2 * (lane & 3));
+        if (p.out_bf16) *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(a, c);
+        else *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(a, c);
+      }
+    }
+  }
+  if (p.lse != nullptr && (lane & 3) == 0) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int row = row0 + 8 * i;
+      if (row < p.Lq) {
+        const int64_t at = static_cast<int64_t>(bh) * p.Lq + row;
+        float v = (m[i] + __log2f(l[i])) * kLn2 - kLnP;
+        if (p.lse_corr) v += p.lse_corr[at];
+        p.lse[at] = v;
+      }
+    }
+  }
+#endif
+}
+
+}}  // namespace cs::sm90
