@@ -34,15 +34,19 @@ class Shape:
     tokens: int
     head_dim: int
     causal: bool = False
+    kv_tokens: Optional[int] = None  # cross-attention (text, image tokens); None: self-attention
 
     @property
     def flops(self) -> float:
-        """4·B·H·N²·D for Q·Kᵀ and P·V; half of it is masked away when causal."""
-        full = 4.0 * self.batch * self.heads * self.tokens * self.tokens * self.head_dim
+        """4·B·H·Nq·Nkv·D for Q·Kᵀ and P·V; half of it is masked away when causal."""
+        kv = self.tokens if self.kv_tokens is None else self.kv_tokens
+        full = 4.0 * self.batch * self.heads * self.tokens * kv * self.head_dim
         return full / 2 if self.causal else full
 
     def label(self) -> str:
         text = f"{self.batch}x{self.heads}x{self.tokens}x{self.head_dim}"
+        if self.kv_tokens is not None and self.kv_tokens != self.tokens:
+            text += f" kv{self.kv_tokens}"
         return text + (" causal" if self.causal else "")
 
 
@@ -123,6 +127,24 @@ def time_cuda(fn: Callable, input_sets: list, warmup_ms: float = 100.0, rep_ms: 
     return times[len(times) // 2]
 
 
+def time_cpu(fn: Callable, input_sets: list, warmup_ms: float = 100.0, rep_ms: float = 500.0) -> float:
+    """Median milliseconds of fn(*inputs) on the CPU (wall clock; for the Sage Benchmark node on
+    hosts without a GPU, whose attention runs on the CPU)."""
+    start = time.perf_counter()
+    i = 0
+    while (time.perf_counter() - start) * 1000 < warmup_ms or i < 1:
+        fn(*input_sets[i % len(input_sets)])
+        i += 1
+    per_call = max((time.perf_counter() - start) * 1000 / i, 1e-3)
+    times = []
+    for r in range(int(min(max(rep_ms / per_call, 3), 1000))):
+        t0 = time.perf_counter()
+        fn(*input_sets[r % len(input_sets)])
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return times[len(times) // 2]
+
+
 def _rotation(bytes_per_set: int, device: torch.device) -> int:
     """How many input sets make the working set several times the L2 cache."""
     l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20)
@@ -139,19 +161,23 @@ def run(
     warmup_ms: float = 100.0,
     rep_ms: float = 500.0,
     progress: bool = True,
+    cpu_timing: bool = False,
 ) -> list[dict]:
-    """One row per (shape, variant): ms and TFLOPS (CUDA only), speed-up vs cuDNN, errors."""
+    """One row per (shape, variant): ms and TFLOPS (CUDA; on the CPU with ``cpu_timing``, where
+    the reference backend is timed too: it is what runs there), speed-up vs cuDNN, errors."""
     shapes = list(shapes)
     table = {name: fn for name, fn in variants(device).items() if select is None or select(name)}
-    timing = device.type == "cuda"
+    cuda = device.type == "cuda"
+    timing = cuda or cpu_timing
+    timer = time_cuda if cuda else time_cpu
     bar = Progress(len(shapes) * len(table)) if progress else None
     rows = []
     for shape in shapes:
         q, k, v = make_inputs(kind, shape.batch, shape.heads, shape.tokens, shape.head_dim,
-                              dtype=dtype, device=device, seed=len(rows))
+                              kv_tokens=shape.kv_tokens, dtype=dtype, device=device, seed=len(rows))
         ref = float32_attention(q, k, v, is_causal=shape.causal)
         sets = [(q, k, v)]
-        if timing:
+        if cuda:
             per_set = 3 * q.numel() * q.element_size()
             sets += [tuple(x.clone() for x in (q, k, v)) for _ in range(_rotation(per_set, device) - 1)]
         shape_rows = []
@@ -160,7 +186,7 @@ def run(
                    "dtype": str(dtype).replace("torch.", ""), "ms": None, "tflops": None}
             is_reference = name.startswith("reference.")
             materializes = is_reference or name == "sdpa.math"  # both hold whole score blocks in memory
-            if materializes and timing and shape.tokens > slow_max_tokens:
+            if materializes and timing and max(shape.tokens, shape.kv_tokens or 0) > slow_max_tokens:
                 row["skipped"] = f"skipped above {slow_max_tokens} tokens (materializes the scores)"
             else:
                 def call(a, b, c, fn=fn):
@@ -169,8 +195,8 @@ def run(
                     out = call(q, k, v)
                     row.update(errors(out, ref).as_dict())
                     del out
-                    if timing and not is_reference:
-                        row["ms"] = time_cuda(call, sets, warmup_ms, rep_ms)
+                    if timing and not (is_reference and cuda):
+                        row["ms"] = timer(call, sets, warmup_ms, rep_ms)
                         row["tflops"] = shape.flops / (row["ms"] * 1e-3) / 1e12
                 except (RuntimeError, ValueError) as e:  # one failing variant must not end the run
                     row["error"] = f"{type(e).__name__}: {e}"
@@ -183,7 +209,7 @@ def run(
             r["speedup_vs_cudnn"] = baseline / r["ms"] if baseline and r["ms"] else None
         rows += shape_rows
         del q, k, v, ref, sets
-        if timing:
+        if cuda:
             torch.cuda.empty_cache()
     return rows
 
