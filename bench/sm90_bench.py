@@ -228,7 +228,7 @@ def bench_ms(fn, reps=10, warm=3):
     return ts[len(ts) // 2], ts
 
 
-def timing(out: Path, shapes, causal_too=False) -> dict:
+def timing(out: Path, shapes, causal_too=False, sdpa=True) -> dict:
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -240,9 +240,11 @@ def timing(out: Path, shapes, causal_too=False) -> dict:
             q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
             flops = 4 * B * H * N * N * D / (2 if causal else 1)
             ours, ours_all = bench_ms(lambda: lib(q, k, v, "HND", causal))
-            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                cud, _ = bench_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
-            dflt, _ = bench_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+            cud = dflt = float("nan")
+            if sdpa:
+                with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                    cud, _ = bench_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+                dflt, _ = bench_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
             # accuracy on a slice of heads (float32 reference of the full shape is slow)
             hs = min(H, 2)
             o = lib(q[:, :hs].contiguous(), k[:, :hs].contiguous(), v[:, :hs].contiguous(), "HND", causal)
@@ -265,7 +267,8 @@ def timing(out: Path, shapes, causal_too=False) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("phase", choices=["build", "test", "time", "sanitize", "quick"])
+    ap.add_argument("phase", choices=["build", "test", "time", "sanitize", "profile"])
+    ap.add_argument("--no-sdpa", action="store_true", help="time ours only (A/B builds)")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--shapes", default="all", help="all | small | comma list of indices into TIME_SHAPES")
     ap.add_argument("--causal", action="store_true")
@@ -280,7 +283,15 @@ def main():
         res.update(test(out))
     elif a.phase == "time":
         shapes = TIME_SHAPES if a.shapes == "all" else [TIME_SHAPES[int(i)] for i in a.shapes.split(",")]
-        res.update(timing(out, shapes, a.causal))
+        res.update(timing(out, shapes, a.causal, not a.no_sdpa))
+    elif a.phase == "profile":  # one warm call of 1x40x8192x128 for ncu (--launch-skip past the warm-up)
+        import torch
+        lib = Lib()
+        q, k, v = (torch.randn(1, 40, 8192, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        for _ in range(2):
+            lib(q, k, v)
+        torch.cuda.synchronize()
+        return
     elif a.phase == "sanitize":
         import torch
         lib = Lib()
