@@ -4,27 +4,31 @@
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
-SM90_BUILD=/tmp/b0 python bench/sm90_bench.py build --out $OUT > $OUT/build0.log 2>&1 &
+mkdir -p /tmp/o0; SM90_BUILD=/tmp/b0 python bench/sm90_bench.py build --out /tmp/o0 > /tmp/build0.log 2>&1 &
 i=1
 for defs in "$@"; do
   mkdir -p /tmp/o$i
-  SM90_BUILD=/tmp/b$i SM90_DEFINES="$defs" python bench/sm90_bench.py build --out /tmp/o$i > $OUT/build$i.log 2>&1 &
+  SM90_BUILD=/tmp/b$i SM90_DEFINES="$defs" python bench/sm90_bench.py build --out /tmp/o$i > /tmp/build$i.log 2>&1 &
   i=$((i+1))
 done
 wait
-grep -h '"rc"' $OUT/build*.log
+grep -h '"rc"' /tmp/build*.log
 SM90_BUILD=/tmp/b0 timeout 200 python bench/sm90_bench.py time --shapes ${SHAPES:-0,3} --out $OUT 2>&1 | grep x
 i=1
 for defs in "$@"; do
-  echo "== $defs"
-  SM90_BUILD=/tmp/b$i SM90_DEFINES="$defs" timeout 60 python bench/sm90_bench.py time --shapes 0 --no-sdpa --tag "-ab$i" --out $OUT 2>&1 | grep x
+  echo "== $defs"; grep -h -A3 attn_sm90_kernelILi128 /tmp/o$i/sm90-ptxas.txt | grep -E "spill|Used" 
+  SM90_BUILD=/tmp/b$i SM90_DEFINES="$defs" timeout 60 python bench/sm90_bench.py time --shapes 0 --no-sdpa --tag=-ab$i --out $OUT 2>&1 | grep x
   i=$((i+1))
 done
 if [ "${NCU:-1}" = 1 ]; then
   SM90_BUILD=/tmp/b0 timeout 150 ncu --clock-control none --kernel-name regex:attn_sm90 --launch-skip 1 --launch-count 1 \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
     --section MemoryWorkloadAnalysis --section InstructionStats --section LaunchStats --section Occupancy \
-    -o $OUT/sm90-ncu python bench/sm90_bench.py profile > $OUT/ncu.log 2>&1
-  ncu --import $OUT/sm90-ncu.ncu-rep --page details > $OUT/sm90-ncu.txt 2>&1
-  grep -E "Duration|Throughput|Issue Slots|Warp Cycles|Eligible|Stall|Pipe|Executed Ipc|No Eligible|L2 Cache Through|Registers" $OUT/sm90-ncu.txt | head -40
+    -o $OUT/sm90-ncu python bench/sm90_bench.py profile > /tmp/ncu.log 2>&1; tail -3 /tmp/ncu.log
+  ncu --import $OUT/sm90-ncu.ncu-rep --page details > /tmp/ncu-details.txt 2>&1
+  ncu --import $OUT/sm90-ncu.ncu-rep --page raw > /tmp/ncu-raw.txt 2>&1
+  grep -E "Duration|Throughput|Issue Slots|Eligible|Executed Ipc" /tmp/ncu-details.txt | head -12
+  grep -E "issue_stalled.*per_issue_active|pipe_.*pct_of_peak_sustained_active" /tmp/ncu-raw.txt | awk '$NF+0 > 0.05' | head -45
+  cp /tmp/ncu-raw.txt $OUT/sm90-ncu-raw.txt
+fi
 fi
