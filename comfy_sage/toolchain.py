@@ -220,5 +220,24 @@ def pip_command(requirements: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "pip", "install", *flags, *requirements]
 
 
+def driver_cuda_version() -> Optional[tuple[int, int]]:
+    """The newest CUDA the installed driver supports, e.g. (13, 0); None without a driver."""
+    import ctypes
+
+    names = ["nvcuda.dll"] if os.name == "nt" else ["libcuda.so.1", "libcuda.so"]
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        version = ctypes.c_int()
+        try:
+            if lib.cuDriverGetVersion(ctypes.byref(version)) == 0:
+                return version.value // 1000, (version.value % 1000) // 10
+        except AttributeError:
+            return None
+    return None
+
+
 def os_description() -> str:
     return f"{platform.system()} {platform.release()} ({platform.machine()})"

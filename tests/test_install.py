@@ -1,0 +1,199 @@
+"""install.py as ComfyUI-Manager and users run it (issue 13), on a machine without a GPU.
+
+Builds use a tiny source tree (COMFY_SAGE_CSRC: two .cu files exporting the ABI version) and a
+private cache (COMFY_SAGE_BUILD_DIR), so each takes seconds with the machine's nvcc; the real
+csrc/ build for sm_90 is the `slow` test. Exit codes are install.py's documented ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALL = ROOT / "install.py"
+READY, NO_TORCH, NO_NVCC, BUILD_FAILED, NOT_BUILT = 0, 3, 5, 7, 9
+
+TINY = {
+    "abi.cu": '#include <cuda_runtime.h>\n'
+              'extern "C" __attribute__((visibility("default"))) int cs_abi_version(void) { return 1; }\n'
+              '__global__ void first(float* x) { if (x) x[threadIdx.x] = 1.f; }\n',
+    "kernels/second.cu": '#include <cuda_fp16.h>\n'
+                         '__global__ void second(__half* x) { if (x) x[threadIdx.x] = __float2half(2.f); }\n',
+}
+
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get("CUDA_HOME"),
+                                reason="nvcc not found (PATH or CUDA_HOME)")
+no_gpu_only = pytest.mark.skipif(torch.cuda.is_available(),
+                                 reason="checks the behaviour on a machine without an NVIDIA GPU")
+
+
+def run_install(*args, env=None, python=sys.executable, timeout=900):
+    """install.py the way ComfyUI-Manager runs it: cwd = the node folder, no terminal input."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([python, str(INSTALL), *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def out(res) -> str:
+    return res.stdout + res.stderr
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A two-file source tree and a private build cache; env for install.py."""
+    src = tmp_path / "csrc"
+    for rel, text in TINY.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    return {"COMFY_SAGE_CSRC": str(src), "COMFY_SAGE_BUILD_DIR": str(tmp_path / "cache")}
+
+
+def hidden_nvcc_env(extra=None) -> dict:
+    """PATH without any CUDA toolkit, no CUDA_HOME/CUDA_PATH (g++ stays reachable in /usr/bin)."""
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and not (Path(p) / "nvcc").exists())
+    env = {"PATH": path, "CUDA_HOME": "", "CUDA_PATH": ""}
+    env.update(extra or {})
+    return env
+
+
+def make_venv(path: Path, system_site_packages: bool) -> str:
+    venv.EnvBuilder(system_site_packages=system_site_packages, with_pip=False).create(path)
+    return str(path / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
+
+
+# -- fresh environments -------------------------------------------------------------------------
+
+def test_without_torch_says_so_without_a_traceback(tmp_path):
+    python = make_venv(tmp_path / "venv", system_site_packages=False)
+    res = run_install(python=python)
+    assert res.returncode == NO_TORCH, out(res)
+    assert "torch is not installed in this Python" in res.stdout and "the Python that runs ComfyUI" in res.stdout
+    assert "Traceback" not in out(res)
+
+
+@no_gpu_only
+def test_fresh_venv_without_gpu_reports_and_exits_0(tmp_path):
+    # ComfyUI's Python has torch: a fresh venv that sees it (system site packages) stands in for it.
+    python = make_venv(tmp_path / "venv", system_site_packages=True)
+    res = run_install(python=python)
+    text = out(res)
+    assert res.returncode == READY, text
+    assert "requirements: none beyond ComfyUI's own" in text
+    assert "no NVIDIA GPU" in text and "the node uses ComfyUI's attention" in text
+    assert "FAILED" not in text and "compiling" not in text and "Traceback" not in text
+    # the report comes once, after the work
+    assert text.count("comfy-sage environment") == 1
+    assert text.index("requirements:") < text.index("comfy-sage environment")
+    for key in ("OS:", "Python:", "torch:", "GPU:", "nvcc:", "host compiler:", "backend sdpa:"):
+        assert key in text
+
+
+def test_bad_arch_is_a_usage_error():
+    res = run_install("--arch", "75")
+    assert res.returncode == 2 and "--arch: expected a comma-separated list from 80,86,89,90,120" in out(res)
+
+
+# -- building, the cache, repair ---------------------------------------------------------------
+
+@needs_nvcc
+def test_arch_build_cache_hit_force_and_repair(tiny):
+    res = run_install("--arch", "90", env=tiny)
+    text = out(res)
+    assert res.returncode == READY, text
+    assert "compiling 2 files for sm_90 with nvcc" in text
+    progress = [line for line in text.splitlines() if line.startswith("[")]
+    assert len(progress) == 2 and all(line.rstrip().endswith(" s") for line in progress), progress
+    if not torch.cuda.is_available():
+        assert any(line.split() == ["self-test:", "skipped:", "no", "GPU", "here"] for line in text.splitlines())
+    (entry,) = Path(tiny["COMFY_SAGE_BUILD_DIR"]).iterdir()
+    record = json.loads((entry / "build.json").read_text())
+    lib = entry / record["library"]
+    assert record["archs"] == [90] and record["size"] == lib.stat().st_size and len(record["sha256"]) == 64
+    assert record["nvcc_version"] and record["host_compiler"]
+
+    again = run_install("--arch", "90", env=tiny)
+    assert again.returncode == READY and "cache hit: " in out(again) and "compiling" not in out(again), out(again)
+
+    forced = run_install("--arch", "90", "--force", env=tiny)
+    assert forced.returncode == READY and "compiling 2 files" in out(forced) and "cache hit" not in out(forced)
+
+    # A truncated library in the cache: --check says so (exit 9), a plain run rebuilds it.
+    lib.write_bytes(lib.read_bytes()[:1000])
+    check = run_install("--arch", "90", "--check", env=tiny)
+    assert check.returncode == NOT_BUILT and "damaged" in out(check) and "truncated" in out(check), out(check)
+    repaired = run_install("--arch", "90", env=tiny)
+    assert repaired.returncode == READY, out(repaired)
+    assert "is damaged (the library file is 1000 bytes" in out(repaired) and "rebuilding" in out(repaired)
+    assert json.loads((entry / "build.json").read_text())["size"] == lib.stat().st_size
+
+    ok = run_install("--arch", "90", "--check", env=tiny)
+    assert ok.returncode == READY and "intact" in out(ok), out(ok)
+
+
+@needs_nvcc
+def test_broken_source_gives_compiler_lines_and_exit_7(tiny):
+    broken = Path(tiny["COMFY_SAGE_CSRC"]) / "kernels" / "second.cu"
+    broken.write_text(broken.read_text() + "\nint broken() { return undefined_thing; }\n")
+    res = run_install("--arch", "90", env=tiny)
+    text = out(res)
+    assert res.returncode == BUILD_FAILED, text
+    assert 'identifier "undefined_thing" is undefined' in text  # nvcc's own line
+    assert "kernels/second.cu" in text and "FAILED" in text
+    assert "versions: nvcc 13" in text or "versions: nvcc" in text
+    assert "fix: " in text and "the pack still works without the cuda kernels" in text
+    assert "Traceback" not in text
+    probe = subprocess.run([sys.executable, "-c", "import comfy_sage; print(comfy_sage.available_backends()['sdpa'])"],
+                           cwd=ROOT, env={**os.environ, **tiny}, capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0 and probe.stdout.strip() == "None", probe.stderr
+
+
+# -- no toolkit: NVIDIA's wheels ---------------------------------------------------------------
+
+def test_no_toolkit_with_no_download_prints_what_to_install(tiny):
+    from comfy_sage import toolchain
+
+    if toolchain.wheel_toolkit_roots():
+        pytest.skip("this Python already has NVIDIA's nvcc wheel installed")
+    res = run_install("--arch", "90", "--no-download", env=hidden_nvcc_env(tiny))
+    text = out(res)
+    assert res.returncode == NO_NVCC, text
+    assert "no CUDA toolkit found" in text and "nothing was installed" in text
+    assert "-m pip install" in text and "'nvidia-cuda-nvcc==13.0.*'" in text and "'nvidia-nvvm==13.0.*'" in text
+    assert "compiling" not in text and "Traceback" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("COMFY_SAGE_NETWORK_TESTS"),
+                    reason="downloads ~45 MB of NVIDIA wheels: set COMFY_SAGE_NETWORK_TESTS=1")
+def test_no_toolkit_fetches_the_nvcc_wheel_and_builds(tmp_path, tiny):
+    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(tmp_path / "venv")
+    python = str(tmp_path / "venv" / "bin" / "python")
+    res = run_install("--arch", "90", python=python, env=hidden_nvcc_env(tiny), timeout=1800)
+    text = out(res)
+    assert res.returncode == READY, text
+    assert "installing nvidia-cuda-nvcc==" in text and "(from pip wheel nvidia-cuda-nvcc" in text
+
+
+# -- the real sources ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_nvcc
+def test_real_sources_build_for_sm90():
+    """csrc/ for sm_90 into the pack's own cache (a later run is a cache hit: minutes only once)."""
+    res = run_install("--arch", "90", timeout=3600)
+    text = out(res)
+    assert res.returncode == READY, text
+    assert "cache hit: " in text or "built " in text
+    again = run_install("--arch", "90", "--check")
+    assert again.returncode == READY and "intact" in out(again), out(again)
