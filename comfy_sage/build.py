@@ -443,7 +443,7 @@ def ensure(archs: Sequence[int], jobs: int = 0, force: bool = False, out_dir: Op
     done = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futs = [pool.submit(_compile, nvcc.path, s, obj_dir / (s.relative_to(root).as_posix().replace("/", "__") + ".o"),
-                            archs, root, host_flags) for s in srcs]
+                            archs, root, [*host_flags, *nvcc.compile_flags]) for s in srcs]
         for fut in concurrent.futures.as_completed(futs):
             src, rc, log, seconds = fut.result()
             done += 1

@@ -48,7 +48,8 @@ class Nvcc:
     path: str
     origin: str  # where it came from, for the report: "CUDA_HOME", "PATH", "pip wheel ..."
     version: str  # "13.0.88"
-    link_flags: tuple[str, ...] = ()  # what this toolkit's layout needs at link time
+    compile_flags: tuple[str, ...] = ()  # what this toolkit's layout needs (wheels: include dirs)
+    link_flags: tuple[str, ...] = ()
 
     @property
     def major(self) -> int:
@@ -115,10 +116,25 @@ def find_nvcc() -> Optional[Nvcc]:
         path = root / "bin" / f"nvcc{EXE}"
         version = nvcc_version(str(path))
         if version:
-            # The wheel keeps its libraries in lib/, nvcc.profile only searches lib64/.
             return Nvcc(str(path), f"pip wheel nvidia-cuda-nvcc {_dist_version('nvidia-cuda-nvcc') or ''}".strip(),
-                        version, link_flags=(f"-L{root / 'lib'}",))
+                        version, *_wheel_flags(root))
     return None
+
+
+def _wheel_flags(root: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """-I/-L for a wheel toolkit. The wheels of one CUDA major can lie in several site-packages
+    (nvcc in a venv, torch's nvidia-cuda-runtime in the system site it sees): nvcc.profile only
+    looks beside nvcc, and only in lib64/ while the wheels use lib/."""
+    compile_flags, link_flags = [], []
+    for site in _site_dirs():
+        tree = site / "nvidia" / root.name
+        if (tree / "include").is_dir() and tree != root:
+            compile_flags.append(f"-I{tree / 'include'}")
+            if (tree / "include" / "cccl").is_dir():
+                compile_flags += ["-isystem", str(tree / "include" / "cccl")]
+        if (tree / "lib").is_dir():
+            link_flags.append(f"-L{tree / 'lib'}")
+    return tuple(compile_flags), tuple(link_flags)
 
 
 def _dist_version(name: str) -> Optional[str]:
