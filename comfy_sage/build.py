@@ -431,6 +431,8 @@ def ensure(archs: Sequence[int], jobs: int = 0, force: bool = False, out_dir: Op
         raise BuildError("compile", f"files generated from {root / CONFIG_TABLE} are out of date "
                          f"({', '.join(stale_generated(root))}): run python -m comfy_sage.build --generate")
     srcs = sources(root)
+    # Hashed before compiling: a source edited during the build must make this entry stale.
+    src_hash = source_hash(archs, root)
     if not srcs:
         raise BuildError("compile", f"no .cu files under {root}")
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(srcs)))
@@ -470,7 +472,7 @@ def ensure(archs: Sequence[int], jobs: int = 0, force: bool = False, out_dir: Op
     os.replace(tmp, lib)
     record = {
         "format": RECORD_FORMAT,
-        "hash": source_hash(archs, root),
+        "hash": src_hash,
         "archs": archs,
         "library": LIB_NAME,
         "size": lib.stat().st_size,
