@@ -143,14 +143,7 @@ def plan(
         if needs_grad:
             return _fallback(NEED_GRAD, layout, is_causal, scale, return_lse, head_dim, None, q, k, v)
         n_axis = 2 if layout is TensorLayout.HND else 1
-        rule = dispatch.choose(q, padded, q.shape[n_axis], k.shape[n_axis], is_causal)
-        reason = None
-        if rule is None:
-            reason = dispatch.no_rule_reason(q)
-        elif rule.variant != cfg.variant:
-            reason = f"where variant {cfg.variant} was not measured faster than SDPA (measured: {rule.variant})"
-        elif backends.why_not(rule.backend) is not None:
-            reason = f"while the {rule.backend} backend is unavailable ({backends.why_not(rule.backend)})"
+        rule, reason = auto_choice(q, padded, q.shape[n_axis], k.shape[n_axis], is_causal, cfg.variant)
         if reason is not None:
             return _fallback(reason, layout, is_causal, scale, return_lse, head_dim, None, q, k, v)
         name = rule.backend
@@ -253,6 +246,30 @@ def sageattn(
     if p.reason is not None and p.error is None:
         log.once(f"auto->sdpa: {p.reason}", f"comfy_sage: torch SDPA for calls {p.reason}", level=logging.INFO)
     return run(p)
+
+
+def auto_choice(q: torch.Tensor, padded_head_dim: int, tokens_q: int, tokens_kv: int, is_causal: bool,
+                variant: str):
+    """(rule, None) when ``auto`` runs a quantized kernel for this call, else (None, why not).
+
+    What the decision needs and nothing more: the device, the padded head dim, the token counts,
+    the masking and the variant. ``plan`` uses it after validating; the ComfyUI override asks it
+    first, so that a call auto would not quantize goes back to the host without further work.
+    """
+    rule = dispatch.choose(q, padded_head_dim, tokens_q, tokens_kv, is_causal)
+    if rule is None:
+        return None, dispatch.no_rule_reason(q)
+    if rule.variant != variant:
+        return None, f"where variant {variant} was not measured faster than SDPA (measured: {rule.variant})"
+    why = backends.why_not(rule.backend)
+    if why is not None:
+        return None, f"while the {rule.backend} backend is unavailable ({why})"
+    return rule, None
+
+
+def padded_head_dim(head_dim: int) -> int:
+    """The head dim the quantized backends see (64, 128 or 256)."""
+    return _padded(head_dim)
 
 
 # -- pieces of plan ---------------------------------------------------------------------------------

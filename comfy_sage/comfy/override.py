@@ -39,6 +39,7 @@ from typing import Callable, Optional
 import torch
 
 from .. import api, log
+from ..config import DEFAULT_VARIANT
 from .options import NodeBackend, PatchConfig
 from .stats import OURS, Stats
 
@@ -84,6 +85,8 @@ class SageAttentionOverride:
         self._run = _compile_boundary(config.allow_compile)
         self._api_backend = "auto" if config.backend is NodeBackend.AUTO else config.backend.value
         self._explicit = config.backend is not NodeBackend.AUTO
+        self._auto = not self._explicit
+        self._variant = config.variant or DEFAULT_VARIANT
         self._warned = {}  # reason -> the run (prompt) it was last warned in
         self._depth_checked = False
 
@@ -160,14 +163,26 @@ class SageAttentionOverride:
         if skip_reshape:
             if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
                 return BAD_SHAPE, None
-            qn, kn, vn, layout = q, k, v, "HND"
-            n_q, n_kv = q.shape[2], k.shape[2]
+            n_q, n_kv, d = q.shape[2], k.shape[2], q.shape[3]
         else:
             if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
                 return BAD_SHAPE, None
             if type(heads) is not int or heads <= 0 or q.shape[-1] % heads:
                 return BAD_SHAPE, None
             d = q.shape[-1] // heads
+            n_q, n_kv = q.shape[1], k.shape[1]
+        if d > api.MAX_HEAD_DIM:
+            return BAD_HEAD_DIM, None
+        if cfg.exact_kv_lengths and n_kv != n_q and n_kv in cfg.exact_kv_lengths:
+            return EXACT_KV, None
+        if self._auto:  # the decision first: a call auto would not quantize needs no reshaping or validation
+            rule, reason = api.auto_choice(q, api.padded_head_dim(d), n_q, n_kv, False, self._variant)
+            if reason is not None:
+                return reason, None
+
+        if skip_reshape:
+            qn, kn, vn, layout = q, k, v, "HND"
+        else:
             if k.shape[-1] % d or v.shape[-1] != k.shape[-1]:
                 return BAD_SHAPE, None
             try:
@@ -177,16 +192,6 @@ class SageAttentionOverride:
             except RuntimeError:  # a stride pattern view() cannot express; the host reshapes
                 return BAD_SHAPE, None
             layout = "NHD"
-            n_q, n_kv = q.shape[1], k.shape[1]
-        if qn.shape[-1] > api.MAX_HEAD_DIM:
-            return BAD_HEAD_DIM, None
-        if cfg.exact_kv_lengths and n_kv != n_q and n_kv in cfg.exact_kv_lengths:
-            return EXACT_KV, None
-        if _max_offset(qn) >= _INT32_LIMIT or _max_offset(kn) >= _INT32_LIMIT or _max_offset(vn) >= _INT32_LIMIT:
-            return INT32_OFFSETS, None
-        if cfg.nan_guard and not bool(torch.isfinite(qn).all() & torch.isfinite(kn).all() & torch.isfinite(vn).all()):
-            return NON_FINITE, None
-
         try:
             p = api.plan(qn, kn, vn, layout, sm_scale=kwargs.get("scale"), backend=self._api_backend,
                          variant=cfg.variant, qk_granularity=cfg.qk_granularity, smooth_k=cfg.smooth_k,
@@ -195,6 +200,11 @@ class SageAttentionOverride:
             return f"{REJECTED} ({_argument(e)})", e
         if not p.quantized:
             return p.reason, p
+        # Checks that only matter for our kernels come after the decision (a fallback skips them).
+        if _max_offset(qn) >= _INT32_LIMIT or _max_offset(kn) >= _INT32_LIMIT or _max_offset(vn) >= _INT32_LIMIT:
+            return INT32_OFFSETS, None
+        if cfg.nan_guard and not bool(torch.isfinite(qn).all() & torch.isfinite(kn).all() & torch.isfinite(vn).all()):
+            return NON_FINITE, None
         return None, p
 
     def _log_fallback(self, reason: str, detail) -> None:
@@ -308,13 +318,25 @@ def _shape_key(q, k, heads, skip_reshape) -> tuple:
             h = heads
             d = hd // heads
             n_kv = k.shape[1]
-        return (int(b), int(h), int(n_q), int(n_kv), int(d), str(q.dtype).replace("torch.", ""))
+        return (int(b), int(h), int(n_q), int(n_kv), int(d), _dtype_name(q.dtype))
     except (AttributeError, TypeError, ValueError, ZeroDivisionError):
         return (0, 0, 0, 0, 0, "unknown")
 
 
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
 def _max_offset(t: torch.Tensor) -> int:
     """The largest element offset the tensor addresses (what a 32-bit index must hold)."""
+    if t.is_contiguous():
+        return t.numel() - 1
     return sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()) if size > 0)
 
 

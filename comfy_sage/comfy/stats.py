@@ -9,36 +9,60 @@ new run (the previous one is kept as ``last_run``). The compare and benchmark no
 from __future__ import annotations
 
 import collections
-import dataclasses
 import threading
+import weakref
 from typing import Optional
 
 OURS = "ours"
 
 
-@dataclasses.dataclass
 class RunStats:
-    calls: int = 0
-    ours: int = 0
-    fallback: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    # (batch, heads, q_tokens, kv_tokens, head_dim, dtype) -> {"ours": n, "<reason>": n}
-    by_shape: dict = dataclasses.field(default_factory=dict)
-    backends: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    attention_s: float = 0.0  # only measured when the config asks for timing
-    timed_calls: int = 0
+    """Counts of one run, kept as one dictionary (shape, outcome, backend) -> calls so that the
+    per-call cost is a single dictionary update; the totals are derived when read."""
+
+    def __init__(self):
+        self.counts: dict = {}
+        self.attention_s = 0.0  # only measured when the config asks for timing
+        self.timed_calls = 0
 
     def add(self, shape: tuple, outcome: str, backend: Optional[str] = None, seconds: Optional[float] = None):
-        self.calls += 1
-        if outcome == OURS:
-            self.ours += 1
-            if backend is not None:
-                self.backends[backend] += 1
-        else:
-            self.fallback[outcome] += 1
-        self.by_shape.setdefault(shape, collections.Counter())[outcome] += 1
+        key = (shape, outcome, backend)
+        self.counts[key] = self.counts.get(key, 0) + 1
         if seconds is not None:
             self.attention_s += seconds
             self.timed_calls += 1
+
+    @property
+    def calls(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def ours(self) -> int:
+        return sum(n for (_, outcome, _), n in self.counts.items() if outcome == OURS)
+
+    @property
+    def fallback(self) -> collections.Counter:
+        out = collections.Counter()
+        for (_, outcome, _), n in self.counts.items():
+            if outcome != OURS:
+                out[outcome] += n
+        return out
+
+    @property
+    def backends(self) -> collections.Counter:
+        out = collections.Counter()
+        for (_, outcome, backend), n in self.counts.items():
+            if outcome == OURS and backend is not None:
+                out[backend] += n
+        return out
+
+    @property
+    def by_shape(self) -> dict:
+        """(batch, heads, q_tokens, kv_tokens, head_dim, dtype) -> {"ours": n, "<reason>": n}"""
+        out: dict = {}
+        for (shape, outcome, _), n in self.counts.items():
+            out.setdefault(shape, collections.Counter())[outcome] += n
+        return out
 
     def as_dict(self) -> dict:
         return {
@@ -76,7 +100,7 @@ class Stats:
 
     def begin_call(self, run_key) -> None:
         """``run_key``: the host's sample_sigmas (or None); a different object starts a new run."""
-        if run_key is None:
+        if run_key is None or run_key is self._run_key:  # every call but the first of a run: no lock
             return
         with self._lock:
             if run_key is not self._run_key:
@@ -107,3 +131,20 @@ class Stats:
                 "run": self.run.as_dict(),
                 "last_run": None if self.last_run is None else self.last_run.as_dict(),
             }
+
+
+# The Sage Attention nodes' statistics by the host's node id, for the pack's status route
+# (routes.py) and the web extension. Weak: when the host drops a node's cached model, its
+# override and these statistics go, and so does the entry.
+_BY_NODE: "weakref.WeakValueDictionary[str, Stats]" = weakref.WeakValueDictionary()
+
+
+def track(node_id, stats: Stats) -> None:
+    """Remember ``stats`` as those of the node ``node_id`` (None: nothing to remember)."""
+    if node_id is not None:
+        _BY_NODE[str(node_id)] = stats
+
+
+def tracked() -> dict:
+    """{node id: snapshot} of every tracked node whose model is still alive."""
+    return {node_id: stats.snapshot() for node_id, stats in list(_BY_NODE.items())}
