@@ -29,24 +29,19 @@ from comfy_sage.backends import cuda
 ARCH = 90
 FIX = "run python install.py --force"
 
-# A stand-in for the real C ABI: every symbol cuda._load needs, with a chosen ABI version.
-FAKE_ABI = """
-#ifdef __cplusplus
-extern "C" {
-#endif
-__attribute__((visibility("default"))) int cs_abi_version(void) { return ABI; }
-#if ALL_SYMBOLS
-__attribute__((visibility("default"))) const char* cs_last_error(void) { return "fake"; }
-__attribute__((visibility("default"))) int cs_query_tiles(int a, int b, int c, int* x, int* y, int* z) { return 1; }
-__attribute__((visibility("default"))) int cs_scale_count(int a, int b, int c, int d, int e, long long* n) { return 1; }
-__attribute__((visibility("default"))) int cs_variant_supported(int a, int b, int c) { return 0; }
-__attribute__((visibility("default"))) int cs_workspace_bytes(void) { return 1; }
-__attribute__((visibility("default"))) int cs_attention(void) { return 1; }
-#endif
-#ifdef __cplusplus
-}
-#endif
-"""
+ABI = getattr(cuda, "ABI_VERSION", 1)  # the version the wrapper accepts
+
+
+def fake_abi(abi: int, all_symbols: bool) -> str:
+    """C source of a stand-in for the real library: cs_abi_version returning ``abi`` and, with
+    ``all_symbols``, every other symbol cuda._load looks up (never called by these tests)."""
+    lines = ['#define EXPORT __attribute__((visibility("default")))',
+             '#ifdef __cplusplus\nextern "C" {\n#endif',
+             f"EXPORT int cs_abi_version(void) {{ return {abi}; }}"]
+    if all_symbols:
+        lines += [f"EXPORT int {name}(void) {{ return 0; }}" for name in cuda._SYMBOLS]
+    lines.append("#ifdef __cplusplus\n}\n#endif")
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
@@ -78,10 +73,10 @@ def entry(cache: Path, content: bytes, recorded: bytes | None = None, archs=(ARC
     return d
 
 
-def compile_fake(tmp: Path, abi: int = 1, all_symbols: bool = True, compiler: str = "gcc") -> bytes:
+def compile_fake(tmp: Path, abi: int = ABI, all_symbols: bool = True, compiler: str = "gcc") -> bytes:
     """A real shared library exporting the fake ABI (gcc, or nvcc for a CUDA-built ELF)."""
     src = tmp / ("fake.cu" if compiler == "nvcc" else "fake.c")
-    src.write_text(f"#define ABI {abi}\n#define ALL_SYMBOLS {int(all_symbols)}\n" + FAKE_ABI)
+    src.write_text(fake_abi(abi, all_symbols))
     out = tmp / f"fake_{abi}_{int(all_symbols)}_{compiler}.so"
     if compiler == "nvcc":
         nvcc = build.find_nvcc()
@@ -174,27 +169,27 @@ def test_missing_library_file(cache):
 
 
 def test_wrong_abi(cache):
-    entry(cache, compile_fake(cache, abi=2))
+    entry(cache, compile_fake(cache, abi=ABI + 1))
     r = reason()
-    assert "has ABI version 2, this comfy_sage needs 1" in r and FIX in r
+    assert f"has ABI version {ABI + 1}, this comfy_sage needs {ABI}" in r and FIX in r
 
 
 def test_missing_symbols(cache):
-    entry(cache, compile_fake(cache, abi=1, all_symbols=False))
+    entry(cache, compile_fake(cache, all_symbols=False))
     r = reason()
     assert "lacks cs_last_error" in r and "cs_attention" in r and FIX in r
 
 
 def test_intact_library_loads(cache):
     """The positive control: a complete library of the right ABI passes every check."""
-    entry(cache, compile_fake(cache, abi=1))
+    entry(cache, compile_fake(cache))
     forget()
     lib = cuda._load(ARCH)
-    assert lib is not None and lib.cs_abi_version() == 1
+    assert lib is not None and lib.cs_abi_version() == ABI
 
 
 def test_intact_entry_preferred_over_a_damaged_one(cache):
-    good = compile_fake(cache, abi=1)
+    good = compile_fake(cache)
     entry(cache, good, name="a")
     d = entry(cache, good[:100], recorded=good, name="b")
     os.utime(d, (2e9, 2e9))  # the damaged one is the newest
@@ -202,7 +197,7 @@ def test_intact_entry_preferred_over_a_damaged_one(cache):
 
 
 def test_stale_entry_is_not_used(cache):
-    entry(cache, compile_fake(cache, abi=1))
+    entry(cache, compile_fake(cache))
     (Path(os.environ["COMFY_SAGE_CSRC"]) / "one.cu").write_text("// changed\n")
     assert "not built for sm_90 from the current sources" in reason()
 
@@ -210,7 +205,7 @@ def test_stale_entry_is_not_used(cache):
 def test_truncated_nvcc_library_is_rejected_before_dlopen(cache, monkeypatch):
     """The SIGBUS case: half of a real CUDA shared library. dlopen of it kills the process
     (shown in a subprocess first), so the integrity check must refuse it without mapping it."""
-    full = compile_fake(cache, abi=1, compiler="nvcc")
+    full = compile_fake(cache, compiler="nvcc")
     truncated = cache / "truncated.so"
     truncated.write_bytes(full[: len(full) // 2])
     probe = subprocess.run([sys.executable, "-c", f"import ctypes; ctypes.CDLL({str(truncated)!r})"],
@@ -277,5 +272,5 @@ def test_import_and_info_in_a_fresh_process(cache):
 
 
 def test_native_load_without_cache_folder(cache):
-    loaded = native.load(ARCH, 1, cuda._SYMBOLS)
+    loaded = native.load(ARCH, ABI, cuda._SYMBOLS)
     assert loaded.lib is None and "not built" in loaded.reason
