@@ -69,7 +69,7 @@ def build(out: Path) -> dict:
         if m and cur:
             kernels.setdefault(cur, {})["regs"] = int(m.group(1))
     res["ptxas"] = kernels
-    res["warnings"] = [l for l in log.splitlines() if "arning" in l]
+    res["warnings"] = [l for l in log.splitlines() if "arning" in l or "C75" in l]
     sass = subprocess.run(["cuobjdump", "-sass", str(LIB)], capture_output=True, text=True).stdout
     counts, cur = {}, None
     for line in sass.splitlines():
