@@ -324,6 +324,13 @@ def main(argv=None) -> int:
             else:
                 msg = "no NVIDIA GPU visible to torch: nothing to build; the node uses ComfyUI's attention here"
             outcome = Outcome(READY, msg)
+        elif os.name == "nt" and not args.arch and not args.check:
+            # Not built or tested on Windows yet (README, "Windows"): a build that cannot be expected to
+            # work must not make ComfyUI-Manager report the pack as failed.
+            outcome = Outcome(READY, "Windows: the native CUDA library is not built automatically in this release "
+                                     "(untested there; README.md, 'Windows'). The node runs the triton backend "
+                                     "(pip install triton-windows) or ComfyUI's attention. To try the build anyway: "
+                                     "python install.py --arch <your GPU's, e.g. 89>")
         else:
             outcome = build_step(torch, targets, args, report, have_gpu=bool(gpu_list)) or Outcome(
                 READY, f"ready: the cuda kernels for {', '.join(f'sm_{a}' for a in targets)} "
