@@ -13,6 +13,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from comfy_sage.comfy import NODE_VARIANTS, NodeBackend, PatchConfig
 from comfy_sage.comfy.override import OVERRIDE_KEY, chain
+from comfy_sage.comfy.stats import track
 from comfy_sage.config import QKGranularity
 
 logger = logging.getLogger("comfy_sage")
@@ -55,6 +56,34 @@ def _model_layout(model) -> dict:
     return out
 
 
+def _model_depth(model) -> tuple:
+    """Block counts of the model's stages, as the host reports block_index/total_blocks: (all,) or,
+    for models with a final "single" stage, (first stage, single stage); () when unknown."""
+    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
+    single = len(getattr(diffusion_model, "single_blocks", None) or ())
+    for name in ("double_blocks", "joint_blocks", "transformer_blocks", "blocks", "layers"):
+        blocks = getattr(diffusion_model, name, None)
+        if blocks is not None and hasattr(blocks, "__len__") and len(blocks) > 0:
+            return (len(blocks), single) if single else (len(blocks),)
+    return ()
+
+
+def _warn_if_inactive(model, start_percent, end_percent, first_blocks, last_blocks) -> None:
+    """Settings under which the node would change nothing: say so when the model is patched."""
+    if start_percent == end_percent:
+        logger.warning("comfy_sage: Sage Attention with start_percent = end_percent (%s) quantizes no sampling "
+                       "step: the model keeps ComfyUI's attention; widen the window", start_percent)
+    depth = _model_depth(model)
+    if not (first_blocks or last_blocks) or not depth:
+        return
+    covered = (first_blocks >= depth[0] and last_blocks >= depth[1]) if len(depth) == 2 else \
+        first_blocks + last_blocks >= depth[0]
+    if covered:
+        logger.warning("comfy_sage: Sage Attention with full_precision_first_blocks=%d and "
+                       "full_precision_last_blocks=%d covers all %s blocks of this model: it keeps ComfyUI's "
+                       "attention everywhere; lower them", first_blocks, last_blocks, "+".join(map(str, depth)))
+
+
 class SageAttention(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -69,13 +98,14 @@ class SageAttention(io.ComfyNode):
                 io.Model.Input("model", tooltip="The diffusion model to patch. Text encoders and VAEs are never touched."),
                 io.Combo.Input(
                     "backend", options=[b.value for b in NodeBackend], default=NodeBackend.AUTO.value,
-                    tooltip="auto: on a GPU, the quantized kernel wherever it was measured faster than PyTorch "
-                            "attention, ComfyUI's attention elsewhere; on the CPU the reference implementation. "
-                            "cuda / triton: force that kernel family. reference: pure-PyTorch emulation (slow; for "
-                            "checking quality). off: pass the model through unchanged (A/B comparisons)."),
+                    tooltip="auto: the quantized kernel wherever it was measured faster than PyTorch attention "
+                            "on this GPU, ComfyUI's attention everywhere else (the CPU included). cuda / triton: "
+                            "force that kernel family (a warning says when it cannot run). reference: pure-PyTorch "
+                            "emulation (slow; for checking quality). off: pass the model through unchanged (A/B "
+                            "comparisons)."),
                 io.Combo.Input(
                     "variant", options=[AUTO, *NODE_VARIANTS], default=AUTO,
-                    tooltip="Quantization of the two matrix products. auto: the backend's best for this GPU. "
+                    tooltip="Quantization of the two matrix products. auto: the backend's default (int8qk-fp8pv). "
                             "int8qk-fp8pv: INT8 Q·K, FP8 P·V (SageAttention2). int8qk-fp16pv: FP16 P·V (more "
                             "accurate, slower on Ada/Hopper). int8qk-int8pv: INT8 P·V. int8qk-fp8-acc16pv: FP8 P·V "
                             "with FP16 accumulation (SageAttention2++; made for RTX 40/50, whose FP8 tensor cores run it at "
@@ -83,8 +113,9 @@ class SageAttention(io.ComfyNode):
                             "output shows artifacts or to compare speed."),
                 io.Combo.Input(
                     "qk_granularity", options=[AUTO, *(g.value for g in QKGranularity)], default=AUTO,
-                    tooltip="How many tokens share one INT8 scale for Q and K. per_thread: finest, most accurate "
-                            "(default); per_warp / per_block: coarser, marginally faster, slightly less accurate."),
+                    tooltip="How many tokens share one INT8 scale for Q and K. auto: the backend's default "
+                            "(per_thread). per_thread: finest, most accurate; per_warp / per_block: coarser, "
+                            "marginally faster, slightly less accurate."),
                 io.Boolean.Input(
                     "smooth_k", default=True,
                     tooltip="Subtract K's mean over tokens before quantizing (exact for softmax, large accuracy "
@@ -120,19 +151,22 @@ class SageAttention(io.ComfyNode):
                             "(warns once). Costs a little speed; turn on if outputs go black."),
             ],
             outputs=[io.Model.Output(tooltip="A patched copy of the model using quantized attention.")],
+            hidden=[io.Hidden.unique_id],  # the web extension shows this node's statistics (routes.py)
         )
 
-    @classmethod
-    def validate_inputs(cls, start_percent: float = 0.0, end_percent: float = 1.0, **kwargs):
-        if start_percent > end_percent:
-            return f"start_percent ({start_percent}) must not exceed end_percent ({end_percent})"
-        return True
+    # No validate_inputs: ComfyUI checks every input's min/max/options only for inputs that a
+    # validate_inputs neither names nor takes through **kwargs. start > end, which needs both
+    # values, is one error from execute().
 
     @classmethod
     def execute(cls, model, backend, variant, qk_granularity, smooth_k, smooth_q, start_percent, end_percent,
                 full_precision_first_blocks, full_precision_last_blocks, allow_compile, nan_guard) -> io.NodeOutput:
+        if start_percent > end_percent:
+            raise ValueError(f"Sage Attention: start_percent ({start_percent}) must not exceed end_percent "
+                             f"({end_percent})")
         if backend == NodeBackend.OFF.value:
             return io.NodeOutput(model)
+        _warn_if_inactive(model, start_percent, end_percent, full_precision_first_blocks, full_precision_last_blocks)
         config = PatchConfig.from_widgets(
             backend, variant, qk_granularity, smooth_k=smooth_k, smooth_q=smooth_q,
             full_precision_first=full_precision_first_blocks, full_precision_last=full_precision_last_blocks,
@@ -149,6 +183,7 @@ class SageAttention(io.ComfyNode):
             model.set_model_optimized_attention(override)
         else:
             topts[OVERRIDE_KEY] = override
+        track(getattr(cls.hidden, "unique_id", None), override.stats)
         return io.NodeOutput(model)
 
 

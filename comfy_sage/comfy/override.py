@@ -88,7 +88,6 @@ class SageAttentionOverride:
         self._auto = not self._explicit
         self._variant = config.variant or DEFAULT_VARIANT
         self._warned = {}  # reason -> the run (prompt) it was last warned in
-        self._depth_checked = False
 
     def __deepcopy__(self, memo):
         # ModelPatcher.clone() deep-copies model_options. The override behaves like the plain
@@ -249,13 +248,6 @@ class SageAttentionOverride:
         index, total = topts.get("block_index"), topts.get("total_blocks")
         if not isinstance(index, int) or not isinstance(total, int):
             return False  # UNets and models that do not report blocks: the rule does not apply
-        if not self._depth_checked:
-            self._depth_checked = True
-            if cfg.last_stage_type is None and cfg.full_precision_first + cfg.full_precision_last >= total:
-                log.once("comfy.all_blocks_full", f"comfy_sage: full_precision_first_blocks + "
-                         f"full_precision_last_blocks ({cfg.full_precision_first} + {cfg.full_precision_last}) "
-                         f"cover all {total} blocks of this model: the Sage Attention node changes nothing; "
-                         "lower them")
         block_type = topts.get("block_type")
         last_type = cfg.last_stage_type
         in_first_stage = last_type is None or block_type != last_type

@@ -48,7 +48,6 @@ def model_files(host, tmp_path_factory):
 
 def apply_node(host, patcher, **inputs):
     values = dict(NODE_DEFAULTS, **inputs)
-    assert host.node.validate_inputs(**values) is True
     return host.node.execute(model=patcher, **values).result[0]
 
 
@@ -215,13 +214,50 @@ def test_backend_off_passes_the_model_through(host, wan):
     assert apply_node(host, patcher, backend="off") is patcher
 
 
-def test_validate_inputs(host):
-    assert host.node.validate_inputs(start_percent=0.6, end_percent=0.4) != True  # noqa: E712
-    assert host.node.validate_inputs(start_percent=0.2, end_percent=0.4) is True
+def test_the_host_validates_every_input(host):
+    """A validate_inputs that names an input or takes **kwargs turns off ComfyUI's min/max/option
+    checks for it (execution.py validate_inputs): the node must have none."""
+    from comfy_api.latest import io
+
+    assert getattr(host.node, "validate_inputs").__func__ is io.ComfyNode.validate_inputs.__func__
+
+
+def test_start_after_end_is_one_error(host, wan):
+    _, patcher = wan
+    with pytest.raises(ValueError, match=r"start_percent \(0.6\) must not exceed end_percent \(0.4\)"):
+        apply_node(host, patcher, start_percent=0.6, end_percent=0.4)
+
+
+@pytest.mark.parametrize("inputs,message", [
+    (dict(start_percent=0.5, end_percent=0.5), "start_percent = end_percent (0.5) quantizes no sampling step"),
+    (dict(full_precision_first_blocks=1, full_precision_last_blocks=200), "covers all"),
+])
+def test_settings_that_disable_the_node_warn(host, wan, caplog, inputs, message):
+    import logging
+
+    _, patcher = wan
+    with caplog.at_level(logging.WARNING, logger="comfy_sage"):
+        apply_node(host, patcher, **inputs)
+    assert sum(message in r.getMessage() for r in caplog.records) == 1, caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="comfy_sage"):
+        apply_node(host, patcher)
+    assert not caplog.records
 
 
 def test_schema_tooltips_and_defaults(host):
+    from comfy_sage.comfy import NODE_VARIANTS
+
     schema = host.node.GET_SCHEMA()
+    by_id = {item.id: item for item in schema.inputs}
+    assert by_id["variant"].options == ["auto", *NODE_VARIANTS]
+    # every offered variant is explained, and "auto" says what it means
+    for name in by_id["variant"].options:
+        assert name in by_id["variant"].tooltip
+    assert "auto: the backend's default (int8qk-fp8pv)" in by_id["variant"].tooltip
+    assert "auto: the backend's default (per_thread)" in by_id["qk_granularity"].tooltip
+    assert "(default)" not in by_id["qk_granularity"].tooltip.replace("auto: the backend's default", "")
+    assert "CPU included" in by_id["backend"].tooltip
     assert (schema.node_id, schema.display_name, schema.category) == ("SageAttention", "Sage Attention", "sage")
     for item in schema.inputs + schema.outputs:
         assert item.tooltip, f"{getattr(item, 'id', item)} has no tooltip"

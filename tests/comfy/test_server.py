@@ -139,25 +139,80 @@ def server(comfyui_path, host, tmp_path):
         log.close()
 
 
-def test_server_runs_a_graph_with_the_node(server):
-    port, unet_name, log_path = server
-    info = http(port, "/object_info/SageAttention")
-    assert info["SageAttention"]["display_name"] == "Sage Attention"
-    answer = http(port, "/prompt", {"prompt": graph(unet_name), "client_id": "comfy-sage-test"})
-    assert not answer.get("node_errors"), answer
-    prompt_id = answer["prompt_id"]
+def wait_for(port, prompt_id, log_path):
     deadline = time.monotonic() + 180
     while True:
         history = http(port, f"/history/{prompt_id}")
         if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-            break
+            return history[prompt_id]
         if time.monotonic() > deadline:
             pytest.fail(f"prompt did not finish within 180 s:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.5)
-    entry = history[prompt_id]
+
+
+def post(port, prompt):
+    """POST /prompt; the host answers 400 with node_errors for a graph that fails validation."""
+    try:
+        return http(port, "/prompt", {"prompt": prompt, "client_id": "comfy-sage-test"})
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read())
+
+
+def test_server_runs_a_graph_with_the_node(server):
+    port, unet_name, log_path = server
+    info = http(port, "/object_info/SageAttention")
+    assert info["SageAttention"]["display_name"] == "Sage Attention"
+
+    # backend=reference: every call of the (bfloat16, CPU) model runs the quantization emulation.
+    prompt = graph(unet_name)
+    prompt["2"]["inputs"]["backend"] = "reference"
+    answer = post(port, prompt)
+    assert not answer.get("node_errors"), answer
+    entry = wait_for(port, answer["prompt_id"], log_path)
     assert entry["status"]["status_str"] == "success", (entry["status"], log_path.read_text()[-4000:])
     ui = entry["outputs"]["7"]
     stats = ui["stats"][0]
     assert ui["finite"] == [True]
     assert stats["calls"] > 0 and stats["ours"] == stats["calls"], stats
     assert stats["backends"] == {"reference": stats["calls"]}
+
+    # backend=auto on a CPU host means ComfyUI's attention: every call falls back, for one reason.
+    answer = post(port, graph(unet_name))
+    entry = wait_for(port, answer["prompt_id"], log_path)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    stats = entry["outputs"]["7"]["stats"][0]
+    assert stats["ours"] == 0 and list(stats["fallback"]) == [
+        "on cpu tensors (auto quantizes only on GPUs where a kernel was measured faster)"], stats
+    text = log_path.read_text()
+    assert text.count("comfy_sage: ComfyUI's attention for calls on cpu tensors") <= 1
+
+
+@pytest.mark.parametrize("name,value,error", [
+    ("variant", "int4qk-fp8pv", "value_not_in_list"),  # a variant the node deliberately does not offer
+    ("backend", "bogus", "value_not_in_list"),
+    ("full_precision_first_blocks", 300, "value_bigger_than_max"),
+    ("start_percent", -0.1, "value_smaller_than_min"),
+    ("end_percent", 1.5, "value_bigger_than_max"),
+])
+def test_server_rejects_out_of_range_inputs_at_validation(server, name, value, error):
+    port, unet_name, _ = server
+    prompt = graph(unet_name)
+    prompt["2"]["inputs"][name] = value
+    answer = post(port, prompt)
+    errors = answer["node_errors"]["2"]["errors"]
+    assert [(e["type"], e["extra_info"]["input_name"]) for e in errors] == [(error, name)], errors
+
+
+def test_server_reports_start_after_end_once(server):
+    port, unet_name, log_path = server
+    prompt = graph(unet_name)
+    prompt["2"]["inputs"].update(start_percent=0.8, end_percent=0.2)
+    answer = post(port, prompt)
+    assert not answer.get("node_errors"), answer  # both values are in range; the pair is checked on execution
+    entry = wait_for(port, answer["prompt_id"], log_path)
+    assert entry["status"]["status_str"] == "error"
+    errors = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert len(errors) == 1 and errors[0][1]["node_id"] == "2", errors
+    assert "start_percent (0.8) must not exceed end_percent (0.2)" in errors[0][1]["exception_message"]
+    # and the server keeps serving
+    assert http(port, "/system_stats")["system"]
