@@ -13,6 +13,7 @@ terminal.
 Exit codes (0 whenever the pack is usable as installed):
   0  ready: kernels built or cached and self-tested, or no NVIDIA GPU here (the node then
      uses ComfyUI's attention; nothing is compiled)
+  1  an unexpected error in install.py itself (its traceback is printed: please report it)
   2  bad command line
   3  torch is missing or broken in this Python (run install.py with ComfyUI's Python)
   4  pip failed (the pack's requirements or NVIDIA's compiler wheels)
@@ -347,6 +348,18 @@ def finish(torch, report, gpu_list, outcome: Outcome, started: float) -> int:
     return outcome.code
 
 
+def run(argv=None) -> int:
+    try:
+        return main(argv)
+    except Exception:  # noqa: BLE001 - a bug here must still end with a code and a request, not a bare traceback
+        import traceback
+
+        traceback.print_exc()
+        say(f"install.py: unexpected error (a bug in install.py): please report it with this output at {ISSUES}")
+        say("install.py: exit 1")
+        return 1
+
+
 if __name__ == "__main__":
     os.chdir(HERE)
-    sys.exit(main())
+    sys.exit(run())

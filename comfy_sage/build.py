@@ -447,6 +447,8 @@ def ensure(archs: Sequence[int], jobs: int = 0, force: bool = False, out_dir: Op
         futs = [pool.submit(_compile, nvcc.path, s, obj_dir / (s.relative_to(root).as_posix().replace("/", "__") + ".o"),
                             archs, root, [*host_flags, *nvcc.compile_flags]) for s in srcs]
         for fut in concurrent.futures.as_completed(futs):
+            if fut.cancelled():
+                continue
             src, rc, log, seconds = fut.result()
             done += 1
             name = src.relative_to(root).as_posix()
@@ -454,6 +456,10 @@ def ensure(archs: Sequence[int], jobs: int = 0, force: bool = False, out_dir: Op
             say(f"[{done:>{width}}/{len(srcs)}] {name:<48} {seconds:6.1f} s{'  FAILED' if rc else ''}")
             if rc != 0:
                 errors.append(f"{name}:\n" + "\n".join(error_lines(log)))
+                # The library cannot link now: files not started yet would only cost minutes.
+                skipped = sum(f.cancel() for f in futs)
+                if skipped:
+                    say(f"stopping: {skipped} files not compiled after this failure")
     (out / "ptxas.log").write_text("".join(f"==> {k}\n{v}\n" for k, v in sorted(logs.items())))
     if errors:
         raise BuildError("compile", "nvcc failed:\n" + "\n".join(errors),

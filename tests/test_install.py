@@ -20,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "install.py"
-READY, NO_TORCH, NO_NVCC, BUILD_FAILED, NOT_BUILT = 0, 3, 5, 7, 9
+READY, NO_TORCH, NO_NVCC, NO_HOST_COMPILER, BUILD_FAILED, NOT_BUILT = 0, 3, 5, 6, 7, 9
 
 TINY = {
     "abi.cu": '#include <cuda_runtime.h>\n'
@@ -156,6 +156,37 @@ def test_broken_source_gives_compiler_lines_and_exit_7(tiny):
     probe = subprocess.run([sys.executable, "-c", "import comfy_sage; print(comfy_sage.available_backends()['sdpa'])"],
                            cwd=ROOT, env={**os.environ, **tiny}, capture_output=True, text=True, timeout=300)
     assert probe.returncode == 0 and probe.stdout.strip() == "None", probe.stderr
+
+
+@needs_nvcc
+def test_no_host_compiler_says_what_to_install(tiny, tmp_path):
+    # PATH holds nvcc and nothing else: no g++ for it to drive.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvcc").symlink_to(shutil.which("nvcc") or Path(os.environ["CUDA_HOME"]) / "bin" / "nvcc")
+    res = run_install("--arch", "90", env={**tiny, "PATH": str(bin_dir), "CUDA_HOME": "", "CUDA_PATH": "",
+                                           "CUDAHOSTCXX": ""})
+    text = out(res)
+    assert res.returncode == NO_HOST_COMPILER, text
+    assert "no host C++ compiler" in text and "fix: install g++" in text and "compiling" not in text
+
+
+@pytest.mark.slow
+@needs_nvcc
+def test_broken_real_source_stops_early(tmp_path):
+    """A copy of csrc/ with one real file broken: nvcc's lines, exit 7, the files not started are skipped."""
+    from comfy_sage import build
+
+    src = tmp_path / "csrc"
+    shutil.copytree(build.CSRC, src)
+    first = build.sources(src)[0]
+    first.write_text(first.read_text() + "\nstatic_assert(false, \"broken on purpose by test_install\");\n")
+    res = run_install("--arch", "90", "--jobs", "1",
+                      env={"COMFY_SAGE_CSRC": str(src), "COMFY_SAGE_BUILD_DIR": str(tmp_path / "cache")})
+    text = out(res)
+    assert res.returncode == BUILD_FAILED, text
+    assert "broken on purpose by test_install" in text and first.relative_to(src).as_posix() in text
+    assert "files not compiled after this failure" in text
 
 
 # -- no toolkit: NVIDIA's wheels ---------------------------------------------------------------
