@@ -186,7 +186,7 @@ def run(
                    "dtype": str(dtype).replace("torch.", ""), "ms": None, "tflops": None}
             is_reference = name.startswith("reference.")
             materializes = is_reference or name == "sdpa.math"  # both hold whole score blocks in memory
-            if materializes and timing and max(shape.tokens, shape.kv_tokens or 0) > slow_max_tokens:
+            if materializes and max(shape.tokens, shape.kv_tokens or 0) > slow_max_tokens:
                 row["skipped"] = f"skipped above {slow_max_tokens} tokens (materializes the scores)"
             else:
                 def call(a, b, c, fn=fn):
@@ -212,6 +212,15 @@ def run(
         if cuda:
             torch.cuda.empty_cache()
     return rows
+
+
+def node_variant(name: str) -> bool:
+    """Whether ``<backend>.<variant>`` is something the Sage Attention node can run: every SDPA
+    kernel (the baseline) and the quantized variants the node offers."""
+    from .comfy.options import NODE_VARIANTS
+
+    backend, _, variant = name.partition(".")
+    return backend == "sdpa" or variant in NODE_VARIANTS
 
 
 def environment(device: torch.device) -> dict:

@@ -13,6 +13,7 @@ import torch
 from . import __version__, bench
 from .accuracy import InputKind
 from .backends import available_backends
+from .variants import variants
 
 
 def info() -> dict:
@@ -53,14 +54,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     b.add_argument("--shape", action="append", default=[], metavar="B,H,N,D[,causal]",
                    help="an extra shape (repeatable); with --only-shapes, the only ones")
     b.add_argument("--only-shapes", action="store_true", help="run only the --shape shapes")
-    b.add_argument("--variants", default="*", metavar="GLOB",
-                   help="comma-separated globs over variant names, e.g. 'sdpa.*,cuda.*'")
+    b.add_argument("--variants", default=None, metavar="GLOB",
+                   help="comma-separated globs over variant names, e.g. 'sdpa.*,cuda.*' ('*': every variant; "
+                        "default: the variants the Sage Attention node offers, and every SDPA kernel)")
     b.add_argument("--input", default=InputKind.GAUSSIAN.value, choices=[k.value for k in InputKind],
                    help="input distribution")
     b.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     b.add_argument("--slow-max-tokens", type=int, default=8192,
-                   help="on a GPU, skip the reference emulation and SDPA's math kernel (both materialize "
-                        "the scores) above this many tokens")
+                   help="skip the reference emulation and SDPA's math kernel (both materialize the scores) "
+                        "above this many tokens")
     b.add_argument("--rep-ms", type=float, default=500.0, help="timed milliseconds per variant")
     b.add_argument("--json", metavar="PATH", help="write the results and the environment as JSON")
     args = parser.parse_args(argv)
@@ -80,11 +82,23 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--only-shapes needs at least one --shape")
     defaults = () if args.only_shapes else (bench.MODEL_SHAPES if cuda else bench.CPU_SHAPES)
     shapes = list(defaults) + extra
-    globs = [g.strip() for g in args.variants.split(",") if g.strip()]
+    if args.variants is None:
+        select = bench.node_variant
+    else:
+        globs = [g.strip() for g in args.variants.split(",") if g.strip()]
 
-    def select(name: str) -> bool:
-        return any(fnmatch.fnmatch(name, g) for g in globs)
+        def select(name: str) -> bool:
+            return any(fnmatch.fnmatch(name, g) for g in globs)
 
+    runnable = sorted(variants(device))
+    if not any(select(name) for name in runnable):
+        parser.error(f"--variants: {args.variants!r} matches no variant runnable here; runnable: {', '.join(runnable)}")
+    if args.json:
+        try:  # fail now, not after the whole run
+            with open(args.json, "a"):
+                pass
+        except OSError as e:
+            parser.error(f"--json: cannot write {args.json!r}: {e.strerror or e}")
     if not cuda:
         print("No CUDA GPU: timing needs an NVIDIA GPU. Accuracy of the reference backend "
               "(the numerics of each kernel variant) against float32 on small shapes:")

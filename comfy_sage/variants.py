@@ -23,7 +23,15 @@ def variants(device: Optional[torch.device | str] = None) -> dict[str, Callable]
     (default: the current CUDA device if there is one, else the CPU)."""
     if device is None:
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: expected a torch.device or a name such as 'cuda' or 'cpu', got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {str(device)!r} is not available here (no CUDA device is visible to PyTorch); "
+                         "use 'cpu' or None")
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"device: expected a cuda or cpu device, got {str(device)!r}")
     table = {}
     for name in backends.NAMES:
         impl = backends.get(name)

@@ -280,3 +280,11 @@ def test_explicit_reference_matches_reference_module():
     cfg = QuantConfig(pv_mode="int8", smooth_q=True)
     want = reference.attention(q, k, v, Call(TensorLayout.HND, False, 1 / math.sqrt(64), False, cfg))
     assert torch.equal(out, want)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a host without a visible CUDA device")
+def test_variants_for_cuda_on_a_cpu_host_is_an_error():
+    with pytest.raises(ValueError, match=r"device: 'cuda' is not available here \(no CUDA device is visible"):
+        comfy_sage.variants("cuda")
+    with pytest.raises(ValueError, match=r"device: expected a torch.device or a name"):
+        comfy_sage.variants("gpu0")

@@ -59,3 +59,29 @@ def test_model_shapes_are_sorted_by_work():
 def test_cli_main_in_process(capsys):
     assert cli.main(["info"]) == 0
     assert "backends:" in capsys.readouterr().out
+
+
+def test_bench_rejects_a_glob_that_matches_nothing():
+    res = run("bench", "--variants", "nomatch*")
+    assert res.returncode == 2 and "--variants: 'nomatch*' matches no variant runnable here; runnable: " in res.stderr
+
+
+def test_bench_rejects_an_unwritable_json_path_before_running(tmp_path):
+    path = tmp_path / "missing-folder" / "out.json"
+    res = run("bench", "--json", str(path))
+    assert res.returncode == 2 and f"--json: cannot write {str(path)!r}" in res.stderr
+    assert "variant" not in res.stdout  # no table: nothing ran
+
+
+def test_bench_defaults_to_what_the_node_offers():
+    from comfy_sage.comfy import NODE_VARIANTS
+
+    assert bench.node_variant("sdpa.math") and bench.node_variant("reference.int8qk-fp8pv")
+    assert not bench.node_variant("reference.int4qk-fp8pv") and "int4qk-fp8pv" not in NODE_VARIANTS
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_bench_caps_the_math_kernel_on_the_cpu_too():
+    rows = bench.run([bench.Shape("s", 1, 1, 300, 64)], torch.device("cpu"), select=lambda n: n == "sdpa.math",
+                     slow_max_tokens=256, progress=False)
+    assert rows[0]["skipped"].startswith("skipped above 256 tokens")

@@ -98,8 +98,9 @@ def graph(unet_name):
     }
 
 
-@pytest.fixture
-def server(comfyui_path, host, tmp_path):
+@pytest.fixture(scope="module")
+def server(comfyui_path, host, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("server")  # one server for the module's tests: each start takes seconds
     base = tmp_path / "base"
     (base / "custom_nodes").mkdir(parents=True)
     (base / "custom_nodes" / "comfy-sage").symlink_to(REPO, target_is_directory=True)
