@@ -77,6 +77,8 @@ MODEL_FOLDERS = {
     ("VAELoader", "vae_name"): "vae",
     ("CLIPVisionLoader", "clip_name"): "clip_vision",
 }
+# Other combos whose options are the host's files (input images).
+HOST_FILE_LISTS = [("LoadImage", "image")]
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -115,7 +117,17 @@ def trim_object_info(object_info, types):
     missing = sorted(t for t in types if t not in object_info)
     if missing:
         raise SystemExit(f"the host's /object_info has no {', '.join(missing)}: is this pack loaded?")
-    return {t: strip(object_info[t]) for t in sorted(types)}
+    out = {t: strip(object_info[t]) for t in sorted(types)}
+    # File lists are the generating host's files, not part of the node's definition.
+    for kind, widget in [*MODEL_FOLDERS, *HOST_FILE_LISTS]:
+        spec = (out.get(kind) or {}).get("input", {}).get("required", {}).get(widget)
+        if spec is None:
+            continue
+        if isinstance(spec[0], list):
+            spec[0] = []
+        elif len(spec) > 1 and "options" in spec[1]:
+            spec[1]["options"] = []
+    return out
 
 
 # -- one level of a graph (the workflow or a subgraph definition) ----------------------------------------
