@@ -122,13 +122,19 @@ def find_nvcc() -> Optional[Nvcc]:
 
 
 def _wheel_flags(root: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """-I/-L for a wheel toolkit. The wheels of one CUDA major can lie in several site-packages
-    (nvcc in a venv, torch's nvidia-cuda-runtime in the system site it sees): nvcc.profile only
-    looks beside nvcc, and only in lib64/ while the wheels use lib/."""
-    compile_flags, link_flags = [], []
+    """-I/-L for a wheel toolkit. nvcc.profile searches only beside nvcc, and lib64/ where the
+    wheels use lib/. The wheels of one CUDA major can also lie in two site-packages (nvcc in a
+    venv, torch's nvidia-cuda-runtime in the system site the venv sees): then the other tree's
+    headers and libraries are added, but never in front of a complete tree of nvcc's own."""
+    compile_flags, link_flags = [], [f"-L{root / 'lib'}"]
+    if (root / "include" / "cuda_runtime.h").exists() and (root / "lib").joinpath(
+            "libcudart_static.a" if os.name != "nt" else "cudart_static.lib").exists():
+        return (), tuple(link_flags)
     for site in _site_dirs():
         tree = site / "nvidia" / root.name
-        if (tree / "include").is_dir() and tree != root:
+        if tree == root:
+            continue
+        if (tree / "include" / "cuda_runtime.h").exists():
             compile_flags.append(f"-I{tree / 'include'}")
             if (tree / "include" / "cccl").is_dir():
                 compile_flags += ["-isystem", str(tree / "include" / "cccl")]
