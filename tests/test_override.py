@@ -260,7 +260,7 @@ def test_nan_guard(bad, caplog):
     assert sum("NaN/Inf guard" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_nan_guard_off_runs_ours_on_finite_inputs():
+def test_nan_guard_on_runs_ours_on_finite_inputs():
     fn, host = patched(nan_guard=True), Host()
     q, k, v = make(False)
     host_call(fn, host, q, k, v, 4)
