@@ -46,6 +46,13 @@ except Exception as e:  # noqa: BLE001 - the host must keep starting whatever br
     _logger.exception("comfy_sage: nodes not loaded: %s", e)
 
 try:
+    from . import routes as _routes
+
+    _routes.register()
+except Exception as e:  # noqa: BLE001 - the status route is a convenience; the host must keep starting
+    _logger.warning("comfy_sage: status route not registered: %s", e)
+
+try:
     _report_backends()
 except Exception as e:  # noqa: BLE001 - a diagnostic only
     _logger.warning("comfy_sage: could not query backends: %s", e)

@@ -267,6 +267,7 @@ def machine_summary(device: Optional[torch.device] = None) -> dict:
             out["auto"] = (f"ComfyUI's attention: no quantized kernel was measured faster on sm_{cap[0]}{cap[1]} "
                            "(choose backend cuda or triton to force one)")
     else:
-        out["auto"] = "reference emulation on the CPU (slow; for checking quality): quantized kernels need a GPU"
+        out["auto"] = ("ComfyUI's attention: on the CPU auto never quantizes (the kernels need an NVIDIA GPU); "
+                       "backend reference emulates the quantization there, slowly, to check quality")
     return out
 

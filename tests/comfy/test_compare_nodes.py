@@ -54,8 +54,9 @@ def patch(host, patcher, **kw):
 
 def compare_inputs(spec, **kw):
     positive, negative = tm.conditioning(spec, seed=0)
-    return dict(positive=positive, negative=negative, latent_image={"samples": torch.zeros(spec.latent)}, seed=7,
-                steps=STEPS, cfg=spec.cfg, sampler_name="euler", scheduler="simple", denoise=1.0, warmup=False, **kw)
+    inputs = dict(positive=positive, negative=negative, latent_image={"samples": torch.zeros(spec.latent)}, seed=7,
+                  steps=STEPS, cfg=spec.cfg, sampler_name="euler", scheduler="simple", denoise=1.0, warmup=False)
+    return {**inputs, **kw}
 
 
 def frames_of(latent):  # (B, C, T, H, W) -> (B*T, C, H, W), written out independently of compare.py
@@ -83,7 +84,11 @@ def test_compare_sampler_report_matches_the_returned_latents(host, wan):
     assert isinstance(text, str) and "speed-up" in text and "quantized" in text
 
     # the baseline is a plain host-attention run from the same noise: a KSampler of the unpatched model
-    expected_base = tm.sample(host, patcher, spec, steps=STEPS, seed=7)
+    inputs = compare_inputs(spec)
+    noise = torch.randn(spec.latent, generator=torch.Generator().manual_seed(7))
+    expected_base = host.sample.sample(patcher, noise, STEPS, spec.cfg, "euler", "simple", inputs["positive"],
+                                       inputs["negative"], inputs["latent_image"]["samples"], denoise=1.0,
+                                       disable_pbar=True, seed=7)
     assert torch.equal(base["samples"], expected_base.float()), "baseline must equal sampling without the patch"
     assert not torch.equal(sage["samples"], base["samples"]), "the Sage run must use the quantized attention"
 
