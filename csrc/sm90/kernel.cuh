@@ -49,6 +49,10 @@ constexpr float kLnP = 6.104793232414985f;        // ln(448)
 
 // Row max, exponentials and e4m3 packing of one 64x128 S tile; MASK only on the blocks that
 // cross the sequence end or the causal diagonal.
+#ifndef CS_SM90_EXP_POLY
+#define CS_SM90_EXP_POLY 0
+#endif
+
 template <bool MASK>
 struct Softmax {
   // Pass 1: masked scores -> 0 (below every biased score), the scaled row max, m and α updated.
@@ -89,31 +93,38 @@ struct Softmax {
     for (int i = 0; i < 2; ++i)
 #pragma unroll
       for (int h = 0; h < 2; ++h) cst[i][h] = -kMagic * sc[h] - m[i] + kLog2P;
-    // One k32 slice at a time (16 scores -> 4 fragment registers), so S's registers die as P fills.
+    float p[64];
     float sum[2] = {0.f, 0.f};
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
+    for (int j = 0; j < 16; ++j) {
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {  // fragment register r: row (r & 1), keys 16 * (r >> 1) + {0,1,8,9} + 2q
-        float p[4];
+      for (int i = 0; i < 2; ++i) {
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int e = 8 * (r >> 1) + 2 * (r & 1) + 4 * (u >> 1) + (u & 1);
-          const int idx = 16 * kk + e, h = kk / 2, i = r & 1;
-          float x = fmaf(__uint_as_float(S[idx]), sc[h], cst[i][h]);
+        for (int c = 0; c < 2; ++c) {
+          const int idx = 4 * j + 2 * i + c;
+          float x = fmaf(__uint_as_float(S[idx]), sc[j / 8], cst[i][j / 8]);
           if (MASK && S[idx] == 0u) x = -INFINITY;
 #ifdef CS_SM90_AB_NO_EXP  // A/B timing only (wrong results): the exponential's cost
-          p[u] = fminf(fmaxf(x, 0.f), 448.f);
+          p[idx] = fminf(fmaxf(x, 0.f), 448.f);
 #else
-          p[u] = ex2(x);
+          // CS_SM90_EXP_POLY 1 / 2: a quarter / half of the exponentials on the FMA pipe (ex2_poly)
+          if (CS_SM90_EXP_POLY > 0 && c == 1 && (CS_SM90_EXP_POLY == 2 || (j & 1))) p[idx] = ex2_poly(x);
+          else p[idx] = ex2(x);
 #endif
-          sum[i] += p[u];
+          sum[i] += p[idx];
         }
-        P[kk][r] = pack_e4m3x4(p[0], p[1], p[2], p[3]);
       }
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i) l[i] = l[i] * alpha[i] + sum[i];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const int b = 16 * kk;
+      P[kk][0] = pack_e4m3x4(p[b + 0], p[b + 1], p[b + 4], p[b + 5]);
+      P[kk][1] = pack_e4m3x4(p[b + 2], p[b + 3], p[b + 6], p[b + 7]);
+      P[kk][2] = pack_e4m3x4(p[b + 8], p[b + 9], p[b + 12], p[b + 13]);
+      P[kk][3] = pack_e4m3x4(p[b + 10], p[b + 11], p[b + 14], p[b + 15]);
+    }
   }
 };
 
@@ -227,11 +238,11 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
   };
 #ifdef CS_SM90_AB_NO_SOFTMAX  // A/B timing only (wrong results): the MMAs and the pipeline alone
   auto softmax = [&](int, const float (&)[2]) { alpha[0] = alpha[1] = 1.f; m[0] = m[1] = 0.f; };
-  auto exps = [&](int, const float (&)[2], uint32_t (&Pn)[4][4]) {
+  auto exps = [&](int, const float (&)[2]) {
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
-      for (int r = 0; r < 4; ++r) Pn[kk][r] = S[16 * kk + 4 * r] & 0x38383838u;
+      for (int r = 0; r < 4; ++r) P[kk][r] = S[16 * kk + 4 * r] & 0x38383838u;
     l[0] = l[1] = 1.f;
   };
 #else
@@ -242,9 +253,9 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
       Softmax<false>::max_pass(S, sc, m, alpha, 0, 0, 0, 0);
     }
   };
-  auto exps = [&](int j, const float (&sc)[2], uint32_t (&Pn)[4][4]) {
-    if (j >= first_masked) Softmax<true>::exp_pass(S, sc, m, alpha, l, Pn);
-    else Softmax<false>::exp_pass(S, sc, m, alpha, l, Pn);
+  auto exps = [&](int j, const float (&sc)[2]) {
+    if (j >= first_masked) Softmax<true>::exp_pass(S, sc, m, alpha, l, P);
+    else Softmax<false>::exp_pass(S, sc, m, alpha, l, P);
   };
 #endif
   auto fold = [&]() {  // O = O·α + O'
@@ -271,14 +282,11 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     reg_fence(S);
     if (lane == 0) mbar_arrive(empty_k(0));
     softmax(0, sc);
-    exps(0, sc, P);
+    exps(0, sc);
     alpha_pend[0] = alpha[0];
     alpha_pend[1] = alpha[1];
   }
-  // Block j >= 1: S(j) and P(j-1)·V(j-1) issued together; P(j) goes to the other register set so
-  // that the exponentials run under this warpgroup's P(j-1)·V (one set would make ptxas serialize
-  // every wgmma: C7513), hence the loop unrolled by two with the sets swapping roles.
-  auto step = [&](int j, uint32_t (&Pc)[4][4], uint32_t (&Pn)[4][4]) {
+  for (int j = 1; j < n_blocks; ++j) {
     const int s = j % kStages, sp = (j - 1) % kStages;
     float sc[2];
     scales(j, sc);
@@ -288,52 +296,40 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
 #pragma unroll
     for (int i = 0; i < 64; ++i) S[i] = kMagicBits;
     reg_fence(S);
-    reg_fence(Pc);
+    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
     wgmma_fence();
     issue_qk<D>(S, dq, sK + s * L::k_bytes);
     wgmma_commit();
-    issue_pv<D>(Of, Pc, sV + sp * L::v_bytes);
+    issue_pv<D>(Of, P, sV + sp * L::v_bytes);
     wgmma_commit();
     named_arrive(other_turn, 256);
     wgmma_wait<1>();
     reg_fence(S);
     if (lane == 0) mbar_arrive(empty_k(s));
     softmax(j, sc);
-    exps(j, sc, Pn);
     wgmma_wait<0>();
     reg_fence(Of);
-    reg_fence(Pc);
+    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
     if (lane == 0) mbar_arrive(empty_v(sp));
     fold();
+    exps(j, sc);
     alpha_pend[0] = alpha[0];
     alpha_pend[1] = alpha[1];
-  };
-  auto last_pv = [&](uint32_t (&Pc)[4][4]) {
+  }
+  {  // the last block's P·V
     const int sp = (n_blocks - 1) % kStages;
     mbar_wait(full_v(sp), ((n_blocks - 1) / kStages) & 1);
     named_sync(my_turn, 256);
-    reg_fence(Pc);
+    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
     wgmma_fence();
-    issue_pv<D>(Of, Pc, sV + sp * L::v_bytes);
+    issue_pv<D>(Of, P, sV + sp * L::v_bytes);
     wgmma_commit();
     named_arrive(other_turn, 256);
     wgmma_wait<0>();
     reg_fence(Of);
-    reg_fence(Pc);
+    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
     if (lane == 0) mbar_arrive(empty_v(sp));
     fold();
-  };
-  uint32_t P2[4][4];
-  int j = 1;
-  for (; j + 1 < n_blocks; j += 2) {
-    step(j, P, P2);
-    step(j + 1, P2, P);
-  }
-  if (j < n_blocks) {
-    step(j, P, P2);
-    last_pv(P2);
-  } else {
-    last_pv(P);
   }
 
   // ---------------- epilogue: O · v_scale / l, lse ----------------
