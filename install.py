@@ -63,6 +63,7 @@ def parse_args(argv):
     parser.add_argument("--no-download", action="store_true",
                         help="install nothing with pip; print what would be installed instead")
     parser.add_argument("--jobs", type=int, default=0, help="parallel nvcc processes (default: CPU count)")
+    parser.add_argument("--no-self-test", action="store_true", help="skip the GPU self-test after the build")
     parser.add_argument("--no-requirements", action="store_true", help=argparse.SUPPRESS)  # older docs
     return parser.parse_args(argv)
 
@@ -197,12 +198,13 @@ def diagnose_build(e, torch) -> Outcome:
                    "ComfyUI's attention")
 
 
-def selftest(report) -> Outcome | None:
+def selftest(report, devices: list[int]) -> Outcome | None:
     """Run comfy_sage.selftest in its own process: a kernel fault must not take this one down."""
     say("self-test: each built kernel against the reference, then what auto runs on one model shape")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p))
     try:
-        rc = subprocess.call([sys.executable, "-m", "comfy_sage.selftest"], cwd=HERE, env=env,
+        rc = subprocess.call([sys.executable, "-m", "comfy_sage.selftest", "--devices", ",".join(map(str, devices))],
+                             cwd=HERE, env=env,
                              stdin=subprocess.DEVNULL, timeout=900)
     except subprocess.TimeoutExpired:
         rc = "timed out after 900 s"
@@ -218,7 +220,7 @@ def selftest(report) -> Outcome | None:
                    "until then choose backend auto, triton or off in the node, not cuda")
 
 
-def build_step(torch, targets, args, report, have_gpu) -> Outcome | None:
+def build_step(torch, targets, args, report, gpu_list) -> Outcome | None:
     from comfy_sage import build
 
     if args.check:
@@ -250,10 +252,22 @@ def build_step(torch, targets, args, report, have_gpu) -> Outcome | None:
             say(f"built {result.lib} for {', '.join(f'sm_{a}' for a in rec['archs'])} in {rec['seconds']:.0f} s "
                 f"({rec['files']} files, {rec['size'] / 2**20:.1f} MiB)")
         report["library"] = f"{result.lib} ({'cache hit' if result.cached else 'built now'})"
-    if have_gpu:
-        return selftest(report)
-    report["self-test"] = "skipped: no GPU here"
+    if args.no_self_test:
+        report["self-test"] = "skipped (--no-self-test)"
+        return None
+    # Only the GPUs this library was built for: another GPU here has nothing to test.
+    devices = [g["index"] for g in gpu_list if build_target(g["cc"], build.SUPPORTED_ARCHS) in targets]
+    if devices:
+        return selftest(report, devices)
+    report["self-test"] = ("skipped: no GPU here" if not gpu_list else
+                           f"skipped: no GPU here is one of {', '.join(f'sm_{a}' for a in targets)}")
     return None
+
+
+def build_target(cc: int, supported) -> int | None:
+    """The compiled arch a GPU of compute capability ``cc`` runs (sm_87 runs sm_86 code)."""
+    same_major = [a for a in supported if a // 10 == cc // 10 and a <= cc]
+    return max(same_major) if same_major else None
 
 
 def print_report(torch, report, gpu_list) -> None:
@@ -333,9 +347,10 @@ def main(argv=None) -> int:
                                      "(pip install triton-windows) or ComfyUI's attention. To try the build anyway: "
                                      "python install.py --arch <your GPU's, e.g. 89>")
         else:
-            outcome = build_step(torch, targets, args, report, have_gpu=bool(gpu_list)) or Outcome(
-                READY, f"ready: the cuda kernels for {', '.join(f'sm_{a}' for a in targets)} "
-                       + ("are built and self-tested" if gpu_list else "are built (no GPU here to self-test them)"))
+            outcome = build_step(torch, targets, args, report, gpu_list) or Outcome(
+                READY, f"ready: the cuda kernels for {', '.join(f'sm_{a}' for a in targets)} are built"
+                       + (" and self-tested" if report.get("self-test") == "passed" else
+                          f" (self-test {report.get('self-test', 'not run')})"))
     return finish(torch, report, gpu_list, outcome, started)
 
 

@@ -90,6 +90,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m comfy_sage.selftest", description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--no-timing", action="store_true", help="skip the model-shape timing")
+    parser.add_argument("--devices", help="comma-separated CUDA device indices (default: all; install.py passes "
+                                          "those the library was built for)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("self-test: no CUDA GPU visible to torch, nothing to test")
@@ -97,7 +99,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = time.perf_counter()
     report, ok = [], True
     seen_arch = set()
-    for index in range(torch.cuda.device_count()):
+    indices = [int(i) for i in args.devices.split(",")] if args.devices else range(torch.cuda.device_count())
+    for index in indices:
         device = torch.device("cuda", index)
         cap = torch.cuda.get_device_capability(index)
         gpu = {"index": index, "name": torch.cuda.get_device_name(index), "capability": f"sm_{cap[0]}{cap[1]}"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,9 @@ TINY = {
     "kernels/second.cu": '#include <cuda_fp16.h>\n'
                          '__global__ void second(__half* x) { if (x) x[threadIdx.x] = __float2half(2.f); }\n',
 }
+
+# The tiny library is no real kernel library: on a GPU host its self-test would rightly fail.
+NO_SELFTEST = ("--no-self-test",) if torch.cuda.is_available() else ()
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get("CUDA_HOME"),
                                 reason="nvcc not found (PATH or CUDA_HOME)")
@@ -106,9 +110,10 @@ def test_bad_arch_is_a_usage_error():
 
 # -- building, the cache, repair ---------------------------------------------------------------
 
+@pytest.mark.slow  # three builds and three more runs: 1-3 minutes on two cores
 @needs_nvcc
 def test_arch_build_cache_hit_force_and_repair(tiny):
-    res = run_install("--arch", "90", env=tiny)
+    res = run_install("--arch", "90", *NO_SELFTEST, env=tiny)
     text = out(res)
     assert res.returncode == READY, text
     assert "compiling 2 files for sm_90 with nvcc" in text
@@ -122,22 +127,22 @@ def test_arch_build_cache_hit_force_and_repair(tiny):
     assert record["archs"] == [90] and record["size"] == lib.stat().st_size and len(record["sha256"]) == 64
     assert record["nvcc_version"] and record["host_compiler"]
 
-    again = run_install("--arch", "90", env=tiny)
+    again = run_install("--arch", "90", *NO_SELFTEST, env=tiny)
     assert again.returncode == READY and "cache hit: " in out(again) and "compiling" not in out(again), out(again)
 
-    forced = run_install("--arch", "90", "--force", env=tiny)
+    forced = run_install("--arch", "90", "--force", *NO_SELFTEST, env=tiny)
     assert forced.returncode == READY and "compiling 2 files" in out(forced) and "cache hit" not in out(forced)
 
     # A truncated library in the cache: --check says so (exit 9), a plain run rebuilds it.
     lib.write_bytes(lib.read_bytes()[:1000])
-    check = run_install("--arch", "90", "--check", env=tiny)
+    check = run_install("--arch", "90", "--check", *NO_SELFTEST, env=tiny)
     assert check.returncode == NOT_BUILT and "damaged" in out(check) and "truncated" in out(check), out(check)
-    repaired = run_install("--arch", "90", env=tiny)
+    repaired = run_install("--arch", "90", *NO_SELFTEST, env=tiny)
     assert repaired.returncode == READY, out(repaired)
     assert "is damaged (the library file is 1000 bytes" in out(repaired) and "rebuilding" in out(repaired)
     assert json.loads((entry / "build.json").read_text())["size"] == lib.stat().st_size
 
-    ok = run_install("--arch", "90", "--check", env=tiny)
+    ok = run_install("--arch", "90", "--check", *NO_SELFTEST, env=tiny)
     assert ok.returncode == READY and "intact" in out(ok), out(ok)
 
 
@@ -145,7 +150,7 @@ def test_arch_build_cache_hit_force_and_repair(tiny):
 def test_broken_source_gives_compiler_lines_and_exit_7(tiny):
     broken = Path(tiny["COMFY_SAGE_CSRC"]) / "kernels" / "second.cu"
     broken.write_text(broken.read_text() + "\nint broken() { return undefined_thing; }\n")
-    res = run_install("--arch", "90", env=tiny)
+    res = run_install("--arch", "90", *NO_SELFTEST, env=tiny)
     text = out(res)
     assert res.returncode == BUILD_FAILED, text
     assert 'identifier "undefined_thing" is undefined' in text  # nvcc's own line
@@ -210,13 +215,25 @@ def test_no_toolkit_with_no_download_prints_what_to_install(tiny):
 def test_no_toolkit_fetches_the_nvcc_wheel_and_builds(tmp_path, tiny):
     venv.EnvBuilder(system_site_packages=True, with_pip=True).create(tmp_path / "venv")
     python = str(tmp_path / "venv" / "bin" / "python")
-    res = run_install("--arch", "90", python=python, env=hidden_nvcc_env(tiny), timeout=1800)
+    res = run_install("--arch", "90", *NO_SELFTEST, python=python, env=hidden_nvcc_env(tiny), timeout=1800)
     text = out(res)
     assert res.returncode == READY, text
     assert "installing nvidia-cuda-nvcc==" in text and "(from pip wheel nvidia-cuda-nvcc" in text
 
 
 # -- the real sources ----------------------------------------------------------------------------
+
+@pytest.mark.gpu
+def test_on_a_gpu_builds_self_tests_and_reports():
+    """What the user runs on a GPU machine: build (or cache hit) for the GPU here, self-test, report."""
+    res = run_install(timeout=3600)
+    text = out(res)
+    assert res.returncode == READY, text
+    assert "self-test: passed" in text and "auto uses" in text and "FAIL" not in text
+    assert re.search(r"backend cuda:\s+available", text)
+    again = run_install("--check", timeout=1800)
+    assert again.returncode == READY and "intact" in out(again) and "self-test: passed" in out(again), out(again)
+
 
 @pytest.mark.slow
 @needs_nvcc
