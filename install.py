@@ -256,18 +256,12 @@ def build_step(torch, targets, args, report, gpu_list) -> Outcome | None:
         report["self-test"] = "skipped (--no-self-test)"
         return None
     # Only the GPUs this library was built for: another GPU here has nothing to test.
-    devices = [g["index"] for g in gpu_list if build_target(g["cc"], build.SUPPORTED_ARCHS) in targets]
+    devices = [g["index"] for g in gpu_list if build.target_arch(g["cc"]) in targets]
     if devices:
         return selftest(report, devices)
     report["self-test"] = ("skipped: no GPU here" if not gpu_list else
                            f"skipped: no GPU here is one of {', '.join(f'sm_{a}' for a in targets)}")
     return None
-
-
-def build_target(cc: int, supported) -> int | None:
-    """The compiled arch a GPU of compute capability ``cc`` runs (sm_87 runs sm_86 code)."""
-    same_major = [a for a in supported if a // 10 == cc // 10 and a <= cc]
-    return max(same_major) if same_major else None
 
 
 def print_report(torch, report, gpu_list) -> None:
@@ -318,7 +312,8 @@ def main(argv=None) -> int:
 
     gpu_list = gpus(torch)
     try:
-        targets = sorted({int(a) for a in args.arch.split(",")}) if args.arch else build.detect_archs()
+        targets = (sorted({int(a) for a in args.arch.split(",")}) if args.arch else
+                   sorted({t for t in (build.target_arch(g["cc"]) for g in gpu_list) if t is not None}))
         for a in targets:
             build.gencode(a)
     except ValueError:
@@ -328,7 +323,13 @@ def main(argv=None) -> int:
     outcome = None if (args.check or args.no_requirements) else requirements(args.no_download)
     if outcome is None:
         if not targets:
-            if gpu_list:
+            unseen = [] if gpu_list else build.detect_archs()  # nvidia-smi sees GPUs this torch does not
+            if unseen:
+                msg = (f"an NVIDIA GPU is present (nvidia-smi: {', '.join(f'sm_{a}' for a in unseen)}) but this torch "
+                       f"cannot use it ({'a CPU build' if torch.version.cuda is None else 'CUDA does not initialise'}): "
+                       "ComfyUI runs on the CPU and nothing is built. Install a CUDA build of torch into ComfyUI's "
+                       "Python (https://pytorch.org/get-started/locally/), then run install.py again")
+            elif gpu_list:
                 ccs = ", ".join(f"sm_{g['cc']}" for g in gpu_list)
                 msg = (f"no GPU here that the cuda kernels support ({ccs}; they are built for "
                        f"{', '.join(f'sm_{a}' for a in build.SUPPORTED_ARCHS)}): nothing to build; the node uses "

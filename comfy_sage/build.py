@@ -224,14 +224,14 @@ def detect_archs() -> list[int]:
                 found.add(int(major) * 10 + int(minor))
             except ValueError:
                 continue
-    # Map to the nearest compiled target below (e.g. 87 -> 86, 100 -> 90 is not binary
-    # compatible, so only exact or same-major matches are used).
-    result = set()
-    for a in found:
-        same_major = [s for s in SUPPORTED_ARCHS if s // 10 == a // 10 and s <= a]
-        if same_major:
-            result.add(max(same_major))
-    return sorted(result)
+    return sorted({t for t in map(target_arch, found) if t is not None})
+
+
+def target_arch(cc: int) -> Optional[int]:
+    """The compiled arch a GPU of compute capability ``cc`` runs: the nearest one below of the
+    same major (87 -> 86); none across majors (100 -> 90 is not binary compatible)."""
+    same_major = [s for s in SUPPORTED_ARCHS if s // 10 == cc // 10 and s <= cc]
+    return max(same_major) if same_major else None
 
 
 RECORD_NAME = "build.json"
