@@ -245,3 +245,32 @@ def test_real_sources_build_for_sm90():
     assert "cache hit: " in text or "built " in text
     again = run_install("--arch", "90", "--check")
     assert again.returncode == READY and "intact" in out(again), out(again)
+
+
+@needs_nvcc
+def test_builds_for_exactly_the_gpus_here(tiny, monkeypatch, capsys):
+    """Without --arch: the arches of the GPUs torch sees (faked here: an sm_90 and an sm_87, which
+    runs sm_86 code), and the self-test on exactly those GPUs."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("comfy_sage_install", INSTALL)
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    for key, value in tiny.items():
+        monkeypatch.setenv(key, value)
+    props = [SimpleNamespace(name="fake H200", major=9, minor=0, total_memory=141 << 30),
+             SimpleNamespace(name="fake Orin", major=8, minor=7, total_memory=32 << 30)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(props))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
+    tested = []
+    monkeypatch.setattr(install, "selftest", lambda report, devices: tested.append(devices))
+    # the report's backend list would ask the faked GPU for more than these stubs answer
+    monkeypatch.setattr(install, "print_report", lambda *a: None)
+    assert install.main([]) == READY
+    text = capsys.readouterr().out
+    assert "compiling 2 files for sm_86, sm_90 with nvcc" in text, text
+    (entry,) = Path(tiny["COMFY_SAGE_BUILD_DIR"]).iterdir()
+    assert json.loads((entry / "build.json").read_text())["archs"] == [86, 90]
+    assert tested == [[0, 1]]
