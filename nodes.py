@@ -472,9 +472,11 @@ class SageBenchmark(io.ComfyNode):
                 "variants": entries, "recommended": rec}
         from comfy_sage.comfy.compare import json_safe
 
-        preview = ui.PreviewImage(image, cls=cls).as_dict()
+        # The chart is saved as a preview image but sent under our own key: the web extension shows it
+        # in the node's panel; under "images" the frontend would draw it a second time below.
+        chart_files = ui.PreviewImage(image, cls=cls).as_dict()["images"]
         return io.NodeOutput(table, image, rec["text"],
-                             ui={**preview, "sage_benchmark": [json_safe(data)], "text": [table]})
+                             ui={"sage_chart": chart_files, "sage_benchmark": [json_safe(data)], "text": [table]})
 
 
 def _bench_dtype(name: str):

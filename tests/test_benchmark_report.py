@@ -149,3 +149,22 @@ def test_machine_summary_on_this_host():
     assert s["device"] == "cpu" and "CPU" in s["auto"]
     assert s["backends"]["reference"]["available"] and s["backends"]["reference"]["default_variant"]
     assert set(s["backends"]) == {"cuda", "triton", "reference"}
+
+
+def test_status_route_payload_is_strict_json_with_the_tracked_nodes():
+    import json
+
+    import routes
+    from comfy_sage.comfy import stats as st
+
+    s = st.Stats()
+    s.begin_call(object())
+    s.add((1, 2, 32, 32, 128, "bfloat16"), OURS, backend="reference")
+    s.add((1, 2, 32, 12, 128, "bfloat16"), "with masks")
+    st.track("42", s)
+    payload = json.loads(json.dumps(routes.status_payload(), allow_nan=False))
+    node = payload["nodes"]["42"]
+    assert node["last_run"]["calls"] == 2 and node["last_run"]["ours"] == 1
+    assert node["last_run"]["fallback"] == {"with masks": 1} and node["last_run"]["backends"] == {"reference": 1}
+    assert payload["info"]["comfy_sage"] and "auto" in payload["machine"]
+    assert routes.register() is False, "outside a host there is no server to register on"

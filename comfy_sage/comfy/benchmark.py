@@ -217,23 +217,27 @@ def chart(entries: Sequence[dict], title: str) -> torch.Tensor:
     """A horizontal bar chart of each variant's total attention time, as a ComfyUI IMAGE
     ``(1, H, W, 3)`` in [0, 1]. Grey: PyTorch; green: quantized within the accuracy gate;
     orange: quantized above it."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
+    try:
+        font = ImageFont.load_default(size=14)  # Pillow >= 10.1 with FreeType: a readable size
+    except (TypeError, OSError):
+        font = ImageFont.load_default()
     shown = [e for e in entries if e["total_ms"] is not None]
     height = TOP + ROW_HEIGHT * max(1, len(shown)) + 10
     img = Image.new("RGB", (CHART_WIDTH, height), COLORS["background"])
     draw = ImageDraw.Draw(img)
-    draw.text((10, 12), title, fill=COLORS["text"])
+    draw.text((10, 12), title, fill=COLORS["text"], font=font)
     bar_width = CHART_WIDTH - LABEL_WIDTH - VALUE_WIDTH
     for i, (entry, length) in enumerate(zip(shown, bar_lengths([e["total_ms"] for e in shown], bar_width))):
         y = TOP + i * ROW_HEIGHT
-        draw.text((10, y + 6), entry["variant"][:36], fill=COLORS["text"])
+        draw.text((10, y + 5), entry["variant"][:30], fill=COLORS["text"], font=font)
         draw.rectangle([LABEL_WIDTH, y + 4, LABEL_WIDTH + length - 1, y + ROW_HEIGHT - 5], fill=bar_color(entry))
         rel = entry["worst_rel_l1"]
         label = f"{entry['total_ms']:.3g} ms" + ("" if rel is None else f"  rel-L1 {rel:.3f}")
-        draw.text((LABEL_WIDTH + length + 6, y + 6), label, fill=COLORS["text"])
+        draw.text((LABEL_WIDTH + length + 6, y + 5), label, fill=COLORS["text"], font=font)
     if not shown:
-        draw.text((10, TOP + 6), "no variant could be timed on this machine", fill=COLORS["text"])
+        draw.text((10, TOP + 6), "no variant could be timed on this machine", fill=COLORS["text"], font=font)
     return pil_to_image(img)
 
 

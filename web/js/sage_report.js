@@ -93,7 +93,7 @@ function benchmarkView(data, images) {
 }
 
 // The panel lives in one DOM widget per node, replaced on every run.
-export function showPanel(node, name, element, height) {
+export function showPanel(node, name, element, height, width = 620) {
   if (typeof node.addDOMWidget !== "function") return false;
   ensureStyle();
   let widget = node.widgets?.find((w) => w.name === name);
@@ -105,7 +105,7 @@ export function showPanel(node, name, element, height) {
   node.__sageHeight = height;
   widget.element.replaceChildren(element);
   const size = node.computeSize();
-  node.setSize([Math.max(node.size[0], 620), Math.max(node.size[1], size[1])]);
+  node.setSize([Math.max(node.size[0], width), Math.max(node.size[1], size[1])]);
   node.setDirtyCanvas?.(true, true);
   return true;
 }
@@ -142,9 +142,9 @@ app.registerExtension({
       try {
         let shown = false;
         if (message?.sage_report?.[0]) {
-          shown = showPanel(this, "sage_report", compareView(message.sage_report[0]), 160);
+          shown = showPanel(this, "sage_report", compareView(message.sage_report[0]), 150, 900);
         } else if (message?.sage_benchmark?.[0]) {
-          shown = showPanel(this, "sage_report", benchmarkView(message.sage_benchmark[0], message.images), 520);
+          shown = showPanel(this, "sage_report", benchmarkView(message.sage_benchmark[0], message.sage_chart), 560, 640);
         }
         if (!shown && text) showText(this, text);
       } catch (error) {

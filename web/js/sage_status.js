@@ -29,7 +29,7 @@ function plannedLine(node) {
   const backend = widgetValue(node, "backend") ?? "auto";
   const variant = widgetValue(node, "variant") ?? "auto";
   const machine = status.machine;
-  const gpu = status.info.gpu ? `${status.info.gpu} (${status.info.capability})` : "no GPU";
+  const gpu = status.info.gpu ? `${status.info.gpu} (${status.info.capability})` : "the CPU (no GPU)";
   if (backend === "off") return `Off: the model passes through unchanged. Machine: ${gpu}.`;
   if (backend === "auto") return `Will run (auto, ${gpu}): ${machine.auto}`;
   const b = machine.backends[backend];
