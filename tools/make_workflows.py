@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from comfy_sage.comfy.workflow_api import (SUBGRAPH_INPUT_NODE, SUBGRAPH_OUTPUT_NODE, node_types,  # noqa: E402
-                                           to_api, widget_slots)
+                                           socket_inputs, to_api, widget_slots)
 
 # The templates are pinned: a new package version may use nodes an older ComfyUI lacks (see
 # HOST_COMPAT). Raise it, run this script, run tests/comfy/test_workflows.py.
@@ -44,11 +44,12 @@ OUT = REPO / "workflows"
 API_OUT = OUT / "api"
 OBJECT_INFO = REPO / "tools" / "object_info.json"
 SAGE = "SageAttention"
+COMPARE = "SageCompareSampler"
 
 
 class Spec:
-    def __init__(self, name, template, title, speedup=""):
-        self.name, self.template, self.title, self.speedup = name, template, title, speedup
+    def __init__(self, name, template, title, transform=None):
+        self.name, self.template, self.title, self.transform = name, template, title, transform
 
 
 WORKFLOWS = [
@@ -61,6 +62,8 @@ WORKFLOWS = [
     Spec("flux_dev_t2i", "flux_dev_full_text_to_image", "Flux.1 dev text-to-image"),
     Spec("sdxl_t2i", "image_sdxl_simple", "SDXL text-to-image"),
     Spec("qwen_image_t2i", "image_qwen_image", "Qwen-Image text-to-image"),
+    Spec("compare_wan2.1_t2v_1.3B", "text_to_video_wan", "Sage Compare Sampler on Wan 2.1 text-to-video 1.3B",
+         transform=lambda workflow, object_info, ids: compare_sampler(workflow, object_info, ids)),
 ]
 
 # Nodes that produce a diffusion model: the Sage node goes after the last of them on each path.
@@ -271,6 +274,60 @@ def math_to_primitive(workflow, ids):
 HOST_COMPAT = [math_to_primitive]
 
 
+def compare_sampler(workflow, object_info, ids):
+    """The template's KSampler becomes a Sage Compare Sampler with the same settings and the
+    template's VAE; its side-by-side frames (ComfyUI's attention left, Sage right) replace the
+    decoded frames in the template's video output."""
+    lv = Level(workflow, True)
+    (sampler,) = [n for n in lv.nodes if n["type"] == "KSampler"]
+    (decode,) = [n for n in lv.nodes if n["type"] == "VAEDecode"]
+    (vae_loader,) = [n for n in lv.nodes if n["type"] == "VAELoader"]
+    definition = object_info[COMPARE]
+    old = dict(zip(widget_slots(object_info["KSampler"]), sampler["widgets_values"]))
+    slots = widget_slots(definition)
+    specs = {**definition["input"]["required"], **definition["input"].get("optional", {})}
+    values = []
+    for i, name in enumerate(slots):
+        if name is None:  # the seed's control value
+            values.append(sampler["widgets_values"][1])
+        else:
+            values.append(old[name] if name in old else specs[name][1].get("default"))
+    by_name = {i["name"]: i for i in sampler["inputs"]}
+    linked = socket_inputs(definition)
+    decoded_links = (decode["outputs"][0].get("links") or [])
+    into_decode = [i["link"] for i in decode["inputs"] if i.get("link") is not None]
+    lv.remove_links(set(into_decode))
+    lv.nodes.remove(decode)
+    vae_link = ids.new_link()
+    inputs = []
+    for slot, name in enumerate(linked):
+        link = by_name[name]["link"] if name in by_name else (vae_link if name == "vae" else None)
+        inputs.append({"name": name, "type": specs[name][0], "link": link})
+        for lid, o, os_, t, ts in list(lv.links()):
+            if lid == link and ts != slot:
+                _retarget(lv, lid, slot)
+    lv.add_link(vae_link, vae_loader["id"], 0, sampler["id"], linked.index("vae"), "VAE")
+    vae_loader["outputs"][0]["links"].append(vae_link)
+    frames_slot = definition["output_name"].index("frames_side_by_side")
+    outputs = [{"name": name, "type": kind, "links": []} for name, kind in zip(definition["output_name"],
+                                                                               definition["output"])]
+    for lid in decoded_links:
+        lv.set_origin(lid, sampler["id"], frames_slot)
+    outputs[frames_slot]["links"] = list(decoded_links)
+    sampler.update(type=COMPARE, title="Sage Compare Sampler", inputs=inputs, outputs=outputs,
+                   widgets_values=values, properties={"Node name for S&R": COMPARE, "cnr_id": "comfy-sage"},
+                   size=[340, 420])
+    return ["The template's KSampler is a **Sage Compare Sampler** with the same settings: it samples once with "
+            "ComfyUI's attention and once with the Sage Attention node's, from the same noise, and the video it "
+            "writes shows both, ComfyUI's left and Sage's right; its report gives the speed-up and the difference."]
+
+
+def _retarget(lv, link_id, target_slot):
+    for link in lv.holder["links"]:
+        if isinstance(link, list) and link[0] == link_id:
+            link[4] = target_slot
+
+
 def insert_sage(workflow, sage_definition, ids):
     """A Sage Attention node on each model-source output that feeds anything but another source.
     Returns the ids of the inserted nodes."""
@@ -382,6 +439,8 @@ def build(spec, object_info):
     workflow = load_template(spec.template)
     ids = Ids(workflow)
     remarks = [r for rewrite in HOST_COMPAT for r in rewrite(workflow, ids)]
+    if spec.transform is not None:
+        remarks += spec.transform(workflow, object_info, ids)
     sages = insert_sage(workflow, object_info[SAGE], ids)
     if not sages:
         raise SystemExit(f"{spec.template}: no model loader found to put the Sage Attention node after")
@@ -423,7 +482,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.object_info:
         full = fetch_object_info(args.object_info)
-        used = {SAGE} | {kind for kind, _ in MODEL_FOLDERS if kind in full}
+        used = {SAGE, COMPARE} | {kind for kind, _ in MODEL_FOLDERS if kind in full}
         for spec in WORKFLOWS:
             workflow = load_template(spec.template)
             for rewrite in HOST_COMPAT:

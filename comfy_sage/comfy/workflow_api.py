@@ -93,6 +93,11 @@ def _is_widget(kind, options) -> bool:
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
+def socket_inputs(definition: dict) -> list:
+    """The names of a node's inputs that take a link only (no widget), in the host's order."""
+    return [name for name, kind, options in _input_specs(definition) if not _is_widget(kind, options)]
+
+
 def widget_slots(definition: dict) -> list:
     """The input name behind each ``widgets_values`` position of a node (None: a control's value)."""
     slots = []
@@ -371,5 +376,5 @@ def node_types(workflow: dict) -> set:
     return {n["type"] for n in nodes if n["type"] not in subgraphs and n["type"] not in VIRTUAL_TYPES}
 
 
-__all__ = ["WorkflowError", "to_api", "check", "widget_slots", "node_types", "Link"]
+__all__ = ["WorkflowError", "to_api", "check", "widget_slots", "socket_inputs", "node_types", "Link"]
 

@@ -8,7 +8,7 @@ notes give) and tiny random-weight models, input/ the images the workflows load.
 * every workflow validates against the server's /object_info, converts to the committed API
   file, and passes the host's own prompt validation;
 * the template browser lists them (/api/workflow_templates) and serves them;
-* the Wan 2.1 text-to-video and Flux workflows run end to end on the CPU: loaders pointed at the
+* the Wan 2.1 text-to-video, Flux and compare workflows run end to end on the CPU: loaders pointed at the
   tiny models, each text encoder replaced by random conditioning of its shape, sizes and steps
   made tiny, everything else as committed. The videos and images they write are read back.
 """
@@ -16,6 +16,7 @@ notes give) and tiny random-weight models, input/ the images the workflows load.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -41,6 +42,7 @@ PACK = "comfy-sage"  # the custom_nodes folder name the host serves the workflow
 _spec = importlib.util.spec_from_file_location("make_workflows", REPO / "tools" / "make_workflows.py")
 make_workflows = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_workflows)
+from comfy_sage.comfy.compare import side_by_side  # noqa: E402
 from comfy_sage.comfy.workflow_api import check, to_api  # noqa: E402
 
 HELPER_PACK = textwrap.dedent('''
@@ -316,7 +318,7 @@ def make_tiny(prompt, *, unet, vae, tokens, dim, pooled_dim=0, size=(64, 64), le
     prompt[latent]["inputs"].update(width=size[0], height=size[1])
     if length is not None:
         prompt[latent]["inputs"]["length"] = length
-    (sampler,) = ids_of(prompt, "KSampler")
+    (sampler,) = ids_of(prompt, "KSampler", "SageCompareSampler")
     prompt[sampler]["inputs"]["steps"] = steps
     (sage,) = ids_of(prompt, "SageAttention")
     prompt["sage-stats"] = {"class_type": "TestSageStats", "inputs": {"model": [sage, 0], "after": [sampler, 0]}}
@@ -369,3 +371,22 @@ def test_flux_dev_t2i_workflow_runs(server):
         assert image.size == (64, 64)
         low, high = image.getextrema()[0]
         assert low < high, "a flat image"
+
+
+def test_compare_workflow_runs(server):
+    import imageio.v3 as iio
+
+    port, base_dir, tiny, log_path = server
+    committed = json.loads((REPO / "workflows" / "api" / "compare_wan2.1_t2v_1.3B.json").read_text())
+    prompt = make_tiny(committed, unet=tiny["wan"], vae=tiny["wan_vae"], tokens=12, dim=4096, length=5)
+    outputs = run_prompt(port, prompt, log_path)
+    assert_sage_saw_attention(outputs)
+    (compare,) = ids_of(prompt, "SageCompareSampler")
+    report = outputs[compare]["text"][0]
+    assert "baseline" in report.lower(), report
+    (save,) = ids_of(prompt, "SaveVideo")
+    (path,) = output_files(base_dir, outputs, save)
+    frames = iio.imread(path, plugin="pyav")
+    # ComfyUI's attention left, Sage right, a white gap between (compare.side_by_side's default)
+    gap = inspect.signature(side_by_side).parameters["gap"].default
+    assert frames.shape == (5, 64, 2 * 64 + gap, 3), frames.shape
