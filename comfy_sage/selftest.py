@@ -11,6 +11,7 @@ It runs in its own process so that a kernel fault cannot take install.py down wi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -31,9 +32,28 @@ def _rel_l1(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().sum() / b.abs().sum().clamp_min(1e-30)).item()
 
 
+def _families(arch: int, pv, head_dim: int) -> list:
+    """Every kernel family of the library that runs (pv, head_dim) on ``arch`` ([None]: the
+    library's own choice, for a library without families)."""
+    from .backends import cuda
+
+    kinds = [f for f in getattr(cuda, "KernelFamily", ()) if f.value != "auto"]
+    if not kinds:
+        return [None]
+    found = []
+    for family in kinds:
+        try:
+            if cuda.resolve_family(pv, head_dim, arch, family) == family:
+                found.append(family)
+        except cuda.CudaError:  # the library says this family does not run it here
+            continue
+    return found
+
+
 def check_kernels(device: torch.device) -> list[dict]:
-    """Each cuda variant x head dim x (non-causal, causal) against the reference."""
+    """Each cuda variant x kernel family x head dim x (non-causal, causal) against the reference."""
     from . import api, backends, reference
+    from .config import VARIANTS
 
     backend = backends.get("cuda")
     if backend is None:
@@ -41,9 +61,13 @@ def check_kernels(device: torch.device) -> list[dict]:
     offered = backend.variants(device)
     if not offered:
         return [{"name": "cuda", "ok": False, "detail": "the library loads but offers no variant on this GPU"}]
+    from .backends import cuda
+
+    arch = cuda._device_arch(device.index)  # what the backend itself asks the library with
     results = []
     gen = torch.Generator(device=device).manual_seed(0)
     for variant in offered:
+        pv = VARIANTS[variant][1]
         for head_dim in (64, 128):
             for causal in (False, True):
                 b, h, n = SMALL
@@ -56,16 +80,30 @@ def check_kernels(device: torch.device) -> list[dict]:
                     if p.error is not None:  # the backend declines this head dim before launch: not a fault
                         results.append({"name": name, "ok": True, "skipped": True, "detail": f"not offered: {p.error}"})
                         continue
-                    out = api.run(p)
-                    ref = reference.attention(q, k, v, p.call)
-                    torch.cuda.synchronize(device)
+                    families = _families(arch, pv, head_dim)
                 except (RuntimeError, ValueError, TypeError) as e:
                     results.append({"name": name, "ok": False, "detail": f"{type(e).__name__}: {e}"})
                     continue
-                err = _rel_l1(out, ref)
-                ok = math.isfinite(err) and err <= TIGHT_REL_L1 and bool(torch.isfinite(out).all())
-                results.append({"name": name, "ok": ok, "rel_l1": err,
-                                "detail": f"rel-L1 {err:.1e} vs reference (bound {TIGHT_REL_L1:.0e})"})
+                if not families:
+                    results.append({"name": name, "ok": True, "skipped": True, "detail": "no kernel family runs it here"})
+                for family in families:
+                    label = name if family is None else f"{name} [{family.value}]"
+                    try:
+                        if family is None:
+                            call, out = p.call, api.run(p)
+                        else:  # this family's own quantization groups, on both sides
+                            cfg = dataclasses.replace(p.call.cfg, tiles=cuda.tiles(pv, head_dim, arch, family))
+                            call = dataclasses.replace(p.call, cfg=cfg)
+                            out = backend.run(q, k, v, call, family=family)
+                        ref = reference.attention(q, k, v, call)
+                        torch.cuda.synchronize(device)
+                    except (RuntimeError, ValueError, TypeError) as e:
+                        results.append({"name": label, "ok": False, "detail": f"{type(e).__name__}: {e}"})
+                        continue
+                    err = _rel_l1(out, ref)
+                    ok = math.isfinite(err) and err <= TIGHT_REL_L1 and bool(torch.isfinite(out).all())
+                    results.append({"name": label, "ok": ok, "rel_l1": err,
+                                    "detail": f"rel-L1 {err:.1e} vs reference (bound {TIGHT_REL_L1:.0e})"})
     return results
 
 
