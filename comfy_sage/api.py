@@ -126,6 +126,9 @@ def plan(
     head_dim = _validate_tensors(q, k, v, layout)
     if attn_mask is not None:
         _validate_mask(attn_mask, q, k, layout)
+        if is_causal:
+            raise ValueError("attn_mask: given together with is_causal=True; pass one of them (fold the causal "
+                             "mask into attn_mask), as torch SDPA requires")
     scale = _scale(sm_scale, head_dim)
 
     if backend == "sdpa":

@@ -88,6 +88,7 @@ class SageAttentionOverride:
         self._auto = not self._explicit
         self._variant = config.variant or DEFAULT_VARIANT
         self._warned = {}  # reason -> the run (prompt) it was last warned in
+        self._logged = set()  # reasons this override has handed to log.once already
 
     def __deepcopy__(self, memo):
         # ModelPatcher.clone() deep-copies model_options. The override behaves like the plain
@@ -208,16 +209,19 @@ class SageAttentionOverride:
 
     def _log_fallback(self, reason: str, detail) -> None:
         """Once per reason (INFO); an explicitly chosen backend that cannot run warns once per prompt."""
-        text = f"comfy_sage: ComfyUI's attention for calls {reason}"
-        if isinstance(detail, Exception):
-            text += f": {detail}"
         if self._explicit and isinstance(detail, api.Plan) and detail.error is not None:
             run = self.stats.runs
             if self._warned.get(reason) != run:
                 self._warned[reason] = run
-                log.logger.warning("%s (backend=%s was chosen in the node)", text, self.config.backend.value)
-            log.once(f"comfy.fallback: {reason}", text, level=logging.DEBUG)
+                log.logger.warning("comfy_sage: ComfyUI's attention for calls %s (backend=%s was chosen in the "
+                                   "node)", reason, self.config.backend.value)
             return
+        if reason in self._logged:  # the per-call path: nothing to format or lock
+            return
+        self._logged.add(reason)
+        text = f"comfy_sage: ComfyUI's attention for calls {reason}"
+        if isinstance(detail, Exception):
+            text += f": {detail}"
         if reason == NON_FINITE:
             log.once("comfy.nan_guard", "comfy_sage: non-finite values reached attention; those calls use "
                      "ComfyUI's attention (NaN/Inf guard)", level=logging.WARNING)
