@@ -19,6 +19,7 @@ import torch
 
 from .. import bench
 from ..config import DEFAULT_VARIANT
+from .override import _shape_key
 
 # The accuracy gate of a recommendation: rel-L1 against float32 on Gaussian inputs.
 # SageAttention2's INT8-Q·K / FP8-P·V scheme measures 0.037-0.039 there (DESIGN.md, the H200
@@ -81,18 +82,10 @@ class ShapeRecorder:
 
 
 def call_shape(q, k, heads, skip_reshape: bool) -> Optional[CallShape]:
-    """The host's call layout, (B, L, H·D) or with ``skip_reshape`` (B, H, L, D), as a shape."""
-    try:
-        if skip_reshape:
-            b, h, n_q, d = q.shape
-            n_kv = k.shape[2]
-        else:
-            b, n_q, hd = q.shape
-            h, d = int(heads), hd // int(heads)
-            n_kv = k.shape[1]
-    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
-        return None
-    return CallShape(int(b), int(h), int(n_q), int(n_kv), int(d), str(q.dtype).replace("torch.", ""))
+    """The host's call layout, (B, L, H·D) or with ``skip_reshape`` (B, H, L, D), as a shape: the
+    key the override's statistics use, so both sources of shapes agree."""
+    key = _shape_key(q, k, heads, skip_reshape)
+    return None if key[0] == 0 else CallShape(*key)
 
 
 def shapes_from_stats(snapshot_run: Optional[dict]) -> collections.Counter:
