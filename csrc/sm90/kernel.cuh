@@ -2,9 +2,10 @@
 // shared-memory stages, one producer warp and two consumer warpgroups in ping-pong.
 //
 // CTA = 128 query rows of one (batch, head). Warpgroup 0 is the producer (one thread issues every
-// TMA load); warpgroups 1 and 2 each own 64 rows and walk the same K/V blocks of 128 keys. Their
-// wgmma issue is serialized by two named barriers (each hands the tensor cores to the other right
-// after issuing), so one warpgroup's softmax runs while the other's MMAs do.
+// TMA load); warpgroups 1 and 2 each own 64 rows and walk the same K/V blocks of 128 keys, issuing
+// their wgmma freely: the tensor pipe serializes them, which staggers the two softmaxes. (FA3's
+// explicit ping-pong, two named barriers handing the tensor cores over, measured 2.5-4% slower
+// here: csrc/sm90/NOTES.md v1/v3.)
 //
 // Per consumer warpgroup and block j (after the first): issue S(j) = Q·K(j)ᵀ (s8·s8 → s32, the
 // accumulators pre-set to 0x4B400000 so that their bits read as the float 1.5·2²³ + S, exact for
@@ -49,10 +50,6 @@ constexpr float kLnP = 6.104793232414985f;        // ln(448)
 
 // Row max, exponentials and e4m3 packing of one 64x128 S tile; MASK only on the blocks that
 // cross the sequence end or the causal diagonal.
-#ifndef CS_SM90_EXP_POLY
-#define CS_SM90_EXP_POLY 0
-#endif
-
 template <bool MASK>
 struct Softmax {
   // Pass 1: masked scores -> 0 (below every biased score), the scaled row max, m and α updated.
@@ -104,13 +101,7 @@ struct Softmax {
           const int idx = 4 * j + 2 * i + c;
           float x = fmaf(__uint_as_float(S[idx]), sc[j / 8], cst[i][j / 8]);
           if (MASK && S[idx] == 0u) x = -INFINITY;
-#ifdef CS_SM90_AB_NO_EXP  // A/B timing only (wrong results): the exponential's cost
-          p[idx] = fminf(fmaxf(x, 0.f), 448.f);
-#else
-          // CS_SM90_EXP_POLY 1 / 2: a quarter / half of the exponentials on the FMA pipe (ex2_poly)
-          if (CS_SM90_EXP_POLY > 0 && c == 1 && (CS_SM90_EXP_POLY == 2 || (j & 1))) p[idx] = ex2_poly(x);
-          else p[idx] = ex2(x);
-#endif
+          p[idx] = ex2(x);
           sum[i] += p[idx];
         }
       }
@@ -216,11 +207,6 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
   const float* ks_ptr = p.k_scale + static_cast<int64_t>(bhk) * p.k_spr + (lane & 3);
   const int ks_last = p.k_spr - 4;
   const uint64_t dq = smem_desc<D>(sQ + cw * 64 * D);
-  const uint32_t my_turn = 1 + cw, other_turn = 2 - cw;
-#ifdef CS_SM90_AB_NO_PINGPONG  // A/B timing only: the consumers issue without taking turns
-  auto named_sync = [](uint32_t, uint32_t) {};
-  auto named_arrive = [](uint32_t, uint32_t) {};
-#endif
   // Blocks from here on need masking (sequence end, causal diagonal of this warpgroup's rows).
   const int first_masked = p.causal ? min(p.Lk / kBlockN, (m0 + 64 * cw) / kBlockN) : p.Lk / kBlockN;
 
@@ -236,16 +222,6 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     sc[0] = qs * __ldg(ks_ptr + min(k0, ks_last));
     sc[1] = qs * __ldg(ks_ptr + min(k0 + 4, ks_last));
   };
-#ifdef CS_SM90_AB_NO_SOFTMAX  // A/B timing only (wrong results): the MMAs and the pipeline alone
-  auto softmax = [&](int, const float (&)[2]) { alpha[0] = alpha[1] = 1.f; m[0] = m[1] = 0.f; };
-  auto exps = [&](int, const float (&)[2]) {
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) P[kk][r] = S[16 * kk + 4 * r] & 0x38383838u;
-    l[0] = l[1] = 1.f;
-  };
-#else
   auto softmax = [&](int j, const float (&sc)[2]) {
     if (j >= first_masked) {
       Softmax<true>::max_pass(S, sc, m, alpha, j * kBlockN + 2 * (lane & 3), row0, p.Lk, p.causal);
@@ -257,27 +233,23 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     if (j >= first_masked) Softmax<true>::exp_pass(S, sc, m, alpha, l, P);
     else Softmax<false>::exp_pass(S, sc, m, alpha, l, P);
   };
-#endif
   auto fold = [&]() {  // O = O·α + O'
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) O[i] = fmaf(O[i], alpha_pend[(i >> 1) & 1], Of[i]);
   };
 
   mbar_wait(bar_q, 0);
-  if (cw == 1) named_arrive(1, 256);  // warpgroup 1 issues first
 
   {  // block 0: Q·K(0)ᵀ alone
     float sc[2];
     scales(0, sc);
     mbar_wait(full_k(0), 0);
-    named_sync(my_turn, 256);
 #pragma unroll
     for (int i = 0; i < 64; ++i) S[i] = kMagicBits;
     reg_fence(S);
     wgmma_fence();
     issue_qk<D>(S, dq, sK);
     wgmma_commit();
-    named_arrive(other_turn, 256);
     wgmma_wait<0>();
     reg_fence(S);
     if (lane == 0) mbar_arrive(empty_k(0));
@@ -292,7 +264,6 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     scales(j, sc);
     mbar_wait(full_k(s), (j / kStages) & 1);
     mbar_wait(full_v(sp), ((j - 1) / kStages) & 1);
-    named_sync(my_turn, 256);
 #pragma unroll
     for (int i = 0; i < 64; ++i) S[i] = kMagicBits;
     reg_fence(S);
@@ -302,7 +273,6 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     wgmma_commit();
     issue_pv<D>(Of, P, sV + sp * L::v_bytes);
     wgmma_commit();
-    named_arrive(other_turn, 256);
     wgmma_wait<1>();
     reg_fence(S);
     if (lane == 0) mbar_arrive(empty_k(s));
@@ -319,12 +289,10 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
   {  // the last block's P·V
     const int sp = (n_blocks - 1) % kStages;
     mbar_wait(full_v(sp), ((n_blocks - 1) / kStages) & 1);
-    named_sync(my_turn, 256);
     reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
     wgmma_fence();
     issue_pv<D>(Of, P, sV + sp * L::v_bytes);
     wgmma_commit();
-    named_arrive(other_turn, 256);
     wgmma_wait<0>();
     reg_fence(Of);
     reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);

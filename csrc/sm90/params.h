@@ -8,10 +8,7 @@ namespace cs { namespace sm90 {
 // Tiles of the attention kernel (kernel.cuh) and of the quantization it reads (quant.cuh).
 constexpr int kBlockM = 128;    // query rows per CTA: two consumer warpgroups of 64 rows
 constexpr int kBlockN = 128;    // keys per main-loop step (one K tile, one V^T tile)
-#ifndef CS_SM90_STAGES
-#define CS_SM90_STAGES 3
-#endif
-constexpr int kStages = CS_SM90_STAGES;  // K/V shared-memory ring depth
+constexpr int kStages = 3;      // K/V shared-memory ring depth (4: +1%, within noise; NOTES.md)
 constexpr int kThreads = 384;   // producer warpgroup + two consumer warpgroups
 constexpr int kQRows = 16;      // Q scale tile: one wgmma warp's rows (PER_THREAD: 8 groups by row % 8)
 constexpr int kKBlock = 64;     // K scale block (PER_THREAD: 4 groups by (token % 8) / 2)

@@ -69,18 +69,6 @@ __device__ __forceinline__ void prefetch_tmap(const void* tmap) {
 #endif
 }
 
-// ---- named barriers (the consumer warpgroups' ping-pong) ----------------------------------
-__device__ __forceinline__ void named_sync(uint32_t id, uint32_t threads) {
-#if CS_SM90_DEVICE
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-#endif
-}
-__device__ __forceinline__ void named_arrive(uint32_t id, uint32_t threads) {
-#if CS_SM90_DEVICE
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-#endif
-}
-
 // ---- register reallocation between warpgroups --------------------------------------------
 template <int N>
 __device__ __forceinline__ void setmaxnreg_inc() {
@@ -154,17 +142,6 @@ __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
-}
-
-// 2^x on the FMA pipe (FlashAttention-4's way to relieve the MUFU): round x to an integer n with
-// the 1.5*2^23 trick, a cubic for 2^(x-n) on [-0.5, 0.5] (relative error 1.8e-4, invisible after
-// e4m3 rounding of P), n added to the exponent field. x is clamped at -125 (2^-125 counts as 0).
-__device__ __forceinline__ float ex2_poly(float x) {
-  x = fmaxf(x, -125.f);
-  const float t = x + 12582912.f;
-  const float f = x - (t - 12582912.f);
-  const float p = fmaf(fmaf(fmaf(0.054602623f, f, 0.24192412f), f, 0.69331646f), f, 1.f);
-  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
 }
 
 }}  // namespace cs::sm90

@@ -5,14 +5,15 @@
 #include <cstdio>
 #include <algorithm>
 #include <mutex>
+#include "comfy_sage.h"
 #include "sm90/sm90.h"
 #include "sm90/kernel.cuh"
 #include "sm90/quant.cuh"
 
 namespace cs { namespace sm90 {
-namespace {
 
-constexpr int kOk = 0, kErrInvalid = 1, kErrUnsupported = 2, kErrCuda = 3, kErrWorkspace = 4;  // comfy_sage.h codes
+constexpr int kOk = CS_OK, kErrInvalid = CS_ERR_INVALID, kErrUnsupported = CS_ERR_UNSUPPORTED, kErrCuda = CS_ERR_CUDA,
+              kErrWorkspace = CS_ERR_WORKSPACE;
 
 size_t align_up(size_t x) { return (x + 255) & ~size_t(255); }
 int pad_to(int x, int m) { return (x + m - 1) / m * m; }
@@ -135,59 +136,50 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   ap.causal = causal; ap.out_bf16 = bf16;
   ap.sm_scale_log2 = sm_scale * 1.4426950408889634f;
   constexpr int smem = SmemLayout<D>::bytes;
-  static bool attr_set = false;  // idempotent: a race sets the same value twice
-  if (!attr_set) {
-    if ((e = cudaFuncSetAttribute(attn_sm90_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)) != cudaSuccess)
-      return e;
-    attr_set = true;
-  }
+  // Every call (about a microsecond): the attribute is per device, and a process may use several.
+  if ((e = cudaFuncSetAttribute(attn_sm90_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)) != cudaSuccess)
+    return e;
   attn_sm90_kernel<D><<<dim3(ap.n_mtiles, bq), kThreads, smem, st>>>(tq, tk, tv, ap);
   return cudaGetLastError();
 }
 
-}  // namespace
 
-bool available() {
-  cudaFuncAttributes a{};
-  return cudaFuncGetAttributes(&a, attn_sm90_kernel<128>) == cudaSuccess && a.binaryVersion == 90;
+TileShape tiles(int /*head_dim*/, PV /*mode*/, int /*arch*/) {
+  return TileShape{/*blk_q=*/kQuantRowsQ, /*warp_q=*/kQRows, /*blk_k=*/kKBlock};
 }
 
-size_t workspace_bytes(int B, int Hq, int Hkv, int Lq, int Lk, int head_dim, int return_lse) {
-  return layout(B, Hq, Hkv, Lq, Lk, head_dim, return_lse != 0).total;
+size_t workspace_bytes(const AttnArgs& a) {
+  return layout(a.B, a.Hq, a.Hkv, a.Lq, a.Lk, a.head_dim, a.lse != nullptr).total;
 }
 
-int attention(const void* q, const void* k, const void* v, void* o, float* lse, int dtype, int B, int Hq, int Hkv,
-              int Lq, int Lk, int D, const int64_t* qs, const int64_t* ks, const int64_t* vs, const int64_t* os,
-              int gran, int smooth_k, int is_causal, float sm_scale, void* workspace, size_t ws_bytes, void* stream,
-              char* err, size_t err_len) {
+int attention(const AttnArgs& a, void* workspace, size_t ws_bytes, cudaStream_t stream, char* err, size_t err_len) {
   auto fail = [&](int code, const char* msg, const char* detail = "") {
-    if (err && err_len) snprintf(err, err_len, "sm90 family: %s%s", msg, detail);
+    if (err && err_len) snprintf(err, err_len, "%s%s", msg, detail);
     return code;
   };
-  if (D != 64 && D != 128) return fail(kErrUnsupported, "head_dim must be 64 or 128");
-  if (gran < 0 || gran > 2) return fail(kErrInvalid, "granularity out of range");
-  if (Hq % Hkv) return fail(kErrInvalid, "Hq must be a multiple of Hkv");
-  if (B * Hq > 65535 * 32 || B * Hq > 65535) return fail(kErrInvalid, "B*Hq must be <= 65535");
-  const Layout L = layout(B, Hq, Hkv, Lq, Lk, D, lse != nullptr);
+  if (a.pv != PV::FP8) return fail(kErrUnsupported, "only FP8 P·V (int8qk-fp8pv) is implemented");
+  if (a.head_dim != 64 && a.head_dim != 128) return fail(kErrUnsupported, "head_dim must be 64 or 128");
+  const Layout L = layout(a.B, a.Hq, a.Hkv, a.Lq, a.Lk, a.head_dim, a.lse != nullptr);
   if (!workspace || ws_bytes < L.total) return fail(kErrWorkspace, "workspace too small");
-  if (reinterpret_cast<uintptr_t>(workspace) % 256) return fail(kErrInvalid, "workspace not 256-byte aligned");
+  if (reinterpret_cast<uintptr_t>(workspace) % 16) return fail(kErrInvalid, "workspace not 16-byte aligned (TMA)");
   bool map_failed = false;
-  const cudaError_t e =
-      (D == 64 ? launch_all<64> : launch_all<128>)(L, static_cast<char*>(workspace), q, k, v, o, lse, dtype, B, Hq, Hkv,
-                                                   Lq, Lk, qs, ks, vs, os, gran, smooth_k, is_causal, sm_scale,
-                                                   static_cast<cudaStream_t>(stream), &map_failed);
-  if (map_failed) return fail(kErrCuda, "cuTensorMapEncodeTiled unavailable or rejected the tensor map");
+  const cudaError_t e = (a.head_dim == 64 ? launch_all<64> : launch_all<128>)(
+      L, static_cast<char*>(workspace), a.q, a.k, a.v, a.o, a.lse, a.bf16, a.B, a.Hq, a.Hkv, a.Lq, a.Lk, a.q_strides,
+      a.k_strides, a.v_strides, a.o_strides, static_cast<int>(a.gran), a.smooth_k, a.causal, a.sm_scale, stream,
+      &map_failed);
+  if (map_failed) return fail(kErrCuda, "cuTensorMapEncodeTiled unavailable or rejected a tensor map");
   if (e != cudaSuccess) return fail(kErrCuda, "launch failed: ", cudaGetErrorString(e));
   return kOk;
 }
 
 }}  // namespace cs::sm90
 
-// Standalone entry points for the development harness (bench/sm90_harness.py) and tests.
+// Standalone entry points for the development harness (bench/sm90_bench.py builds csrc/sm90/sm90.cu
+// alone into its own library; the package reaches the family through cs_attention).
 extern "C" {
 __attribute__((visibility("default"))) size_t cs_sm90_workspace_bytes(int B, int Hq, int Hkv, int Lq, int Lk, int D,
                                                                      int return_lse) {
-  return cs::sm90::workspace_bytes(B, Hq, Hkv, Lq, Lk, D, return_lse);
+  return cs::sm90::layout(B, Hq, Hkv, Lq, Lk, D, return_lse != 0).total;
 }
 __attribute__((visibility("default"))) int cs_sm90_attention(const void* q, const void* k, const void* v, void* o,
                                                              float* lse, int dtype, int B, int Hq, int Hkv, int Lq,
@@ -196,7 +188,12 @@ __attribute__((visibility("default"))) int cs_sm90_attention(const void* q, cons
                                                              int smooth_k, int is_causal, float sm_scale,
                                                              void* workspace, size_t ws_bytes, void* stream,
                                                              char* err, size_t err_len) {
-  return cs::sm90::attention(q, k, v, o, lse, dtype, B, Hq, Hkv, Lq, Lk, D, qs, ks, vs, os, gran, smooth_k, is_causal,
-                             sm_scale, workspace, ws_bytes, stream, err, err_len);
+  cs::AttnArgs a{};
+  a.q = q; a.k = k; a.v = v; a.o = o; a.lse = lse; a.bf16 = dtype;
+  a.B = B; a.Hq = Hq; a.Hkv = Hkv; a.Lq = Lq; a.Lk = Lk; a.head_dim = D;
+  a.q_strides = qs; a.k_strides = ks; a.v_strides = vs; a.o_strides = os;
+  a.pv = cs::PV::FP8; a.gran = static_cast<cs::Gran>(gran); a.smooth_k = smooth_k != 0; a.causal = is_causal != 0;
+  a.sm_scale = sm_scale; a.arch = 90; a.family = cs::Family::SM90;
+  return cs::sm90::attention(a, workspace, ws_bytes, static_cast<cudaStream_t>(stream), err, err_len);
 }
 }
