@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -38,6 +39,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 READY, USAGE, NO_TORCH, PIP_FAILED, NO_NVCC, NO_HOST_COMPILER, BUILD_FAILED, SELFTEST_FAILED, NOT_BUILT = (
     0, 2, 3, 4, 5, 6, 7, 8, 9)
 ISSUES = "https://github.com/comfy-sage/comfy-sage/issues"
+# A toolkit header not found, as g++ and as nvcc's own front end say it.
+CUDA_HEADER_MISSING = (r'(cuda[\w/]*\.h|crt/[\w.]+|cuda/std/\w+|nv\w+\.h)\W.*No such file'
+                       r'|cannot open source file "(cuda[\w/]*\.h|crt/|cuda/std/|nv\w+\.h)')
 
 
 def say(line: str = "") -> None:
@@ -101,7 +105,7 @@ def requirements(no_download: bool) -> Outcome | None:
         say(f"requirements: --no-download, not installing: {' '.join(wanted)}")
         return None
     say(f"requirements: {' '.join(cmd)}")
-    if subprocess.call(cmd) != 0:
+    if subprocess.call(cmd, stdin=subprocess.DEVNULL) != 0:
         return Outcome(PIP_FAILED, f"pip could not install the requirements ({' '.join(wanted)}); "
                                    "its own messages are above. Check the network or install them by hand.")
     return None
@@ -183,8 +187,12 @@ def diagnose_build(e, torch) -> Outcome:
                "g++ and set CUDAHOSTCXX (e.g. CUDAHOSTCXX=g++-12), or a newer CUDA toolkit")
     elif "Unsupported gpu architecture" in text or "is not defined for option 'gpu-architecture'" in text:
         fix = "this nvcc is too old for the requested GPU: install CUDA 12.8 or newer (13.x for sm_120 is best)"
-    elif "cannot find -l" in text or "No such file or directory" in text:
+    elif "cannot find -l" in text or re.search(CUDA_HEADER_MISSING, text):
         fix = "the CUDA toolkit is incomplete: reinstall it, or unset CUDA_HOME so install.py fetches NVIDIA's wheel"
+    elif "No such file or directory" in text and toolchain.HEADER_WHEELS:
+        fix = ("a header is missing: if it comes from a build-time wheel ("
+               f"{', '.join(w.requirement for w in toolchain.HEADER_WHEELS)}), run install.py without --no-download; "
+               f"otherwise report it with this output at {ISSUES}")
     else:
         fix = (f"this is most likely a bug in comfy-sage's CUDA sources for this compiler: please report it with "
                f"this output at {ISSUES}")

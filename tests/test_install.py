@@ -274,3 +274,23 @@ def test_builds_for_exactly_the_gpus_here(tiny, monkeypatch, capsys):
     (entry,) = Path(tiny["COMFY_SAGE_BUILD_DIR"]).iterdir()
     assert json.loads((entry / "build.json").read_text())["archs"] == [86, 90]
     assert tested == [[0, 1]]
+
+
+@pytest.mark.parametrize("line, fix", [
+    ("error -- unsupported GNU version! gcc versions later than 14 are not supported!", "CUDAHOSTCXX"),
+    ('abi.cu(3): catastrophic error: cannot open source file "cuda_fp8.h"', "toolkit is incomplete"),
+    ("abi.cu:3:10: fatal error: cuda_runtime.h: No such file or directory", "toolkit is incomplete"),
+    ('abi.cu(3): catastrophic error: cannot open source file "common/types.h"', "bug in comfy-sage"),
+    ("nvcc fatal   : Unsupported gpu architecture 'compute_120a'", "too old for the requested GPU"),
+])
+def test_build_failure_diagnosis_names_the_fix(line, fix):
+    import importlib.util
+
+    from comfy_sage import build
+
+    spec = importlib.util.spec_from_file_location("comfy_sage_install", INSTALL)
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    outcome = install.diagnose_build(build.BuildError("compile", "nvcc failed", [line]), torch)
+    text = "\n".join(outcome.lines)
+    assert outcome.code == BUILD_FAILED and line in text and fix in text, text
