@@ -37,11 +37,19 @@ try:
         NODE_CLASS_MAPPINGS[_schema.node_id] = _node
         NODE_DISPLAY_NAME_MAPPINGS[_schema.node_id] = _schema.display_name
     __all__.append("comfy_entrypoint")
-except ImportError as e:  # an old ComfyUI without comfy_api.latest, or no torch
+except ImportError as e:
     # Imported outside any host (pytest imports a rootdir package's __init__.py): say it quietly.
     _level = logging.WARNING if "comfy" in sys.modules else logging.DEBUG
-    _logger.log(_level, "comfy_sage: nodes not loaded (%s: this ComfyUI is too old or incomplete; update it to "
-                "use the Sage nodes)", e)
+    _missing = getattr(e, "name", None) or ""
+    if _missing.split(".")[0] in ("comfy_api", "comfy"):  # the host lacks the V3 node API
+        _logger.log(_level, "comfy_sage: nodes not loaded (%s: this ComfyUI is too old or incomplete; update it "
+                    "to use the Sage nodes)", e)
+    elif _missing.split(".")[0] == "torch":
+        _logger.log(_level, "comfy_sage: nodes not loaded (%s: PyTorch is not importable in this Python)", e)
+    else:  # an import inside the pack (or one of its dependencies) failed: not the host's fault
+        _logger.log(max(_level, logging.WARNING), "comfy_sage: nodes not loaded: importing them failed (%s: %s); "
+                    "reinstall comfy-sage, or report this with the traceback below", type(e).__name__, e,
+                    exc_info=True)
 except Exception as e:  # noqa: BLE001 - the host must keep starting whatever breaks here
     _logger.exception("comfy_sage: nodes not loaded: %s", e)
 

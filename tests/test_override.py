@@ -597,3 +597,36 @@ def test_statistics_and_once_logging_are_thread_safe(caplog):
     assert fn.stats.total.fallback == {ov.MASK: 400} and fn.stats.total.calls == 400
     assert sum(ov.MASK in r.getMessage() for r in caplog.records) == 1
     assert log.counts()[f"comfy.fallback: {ov.MASK}"] == 1
+
+
+def test_an_import_error_inside_the_pack_is_not_blamed_on_the_host(tmp_path):
+    """A broken import inside comfy-sage must not read "this ComfyUI is too old"."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    shutil.copy(root / "__init__.py", pack / "__init__.py")
+    # nodes.py whose own import fails on a module of the pack, on a host that has comfy_api
+    (pack / "nodes.py").write_text("import comfy_api.latest\nfrom comfy_sage.not_a_module import x\n")
+    host = tmp_path / "host" / "comfy_api"
+    host.mkdir(parents=True)
+    (host / "__init__.py").write_text("")
+    (host / "latest.py").write_text("")
+    code = (
+        "import sys, types, importlib.util, logging\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        f"sys.path.insert(0, {str(tmp_path / 'host')!r}); sys.path.insert(0, {str(root)!r})\n"
+        "sys.modules['comfy'] = types.ModuleType('comfy')\n"
+        f"spec = importlib.util.spec_from_file_location('pack', {str(pack / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(pack)!r}])\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['pack'] = m; spec.loader.exec_module(m)\n"
+        "assert m.NODE_CLASS_MAPPINGS == {}\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "importing them failed" in done.stderr and "comfy_sage.not_a_module" in done.stderr
+    assert "too old" not in done.stderr
