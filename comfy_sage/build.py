@@ -276,6 +276,10 @@ def read_record(out: Path) -> dict:
         raise ValueError(f"its build record {path.name} is unreadable ({type(e).__name__})") from None
     if not isinstance(record, dict) or not isinstance(record.get("archs"), list):
         raise ValueError(f"its build record {path.name} is not a build record")
+    library = record.get("library", LIB_NAME)
+    if not isinstance(library, str) or Path(library).name != library:
+        # Only a file beside the record: never a path that leads elsewhere.
+        raise ValueError(f"its build record {path.name} names a library outside its folder")
     return record
 
 

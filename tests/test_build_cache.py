@@ -274,3 +274,10 @@ def test_import_and_info_in_a_fresh_process(cache):
 def test_native_load_without_cache_folder(cache):
     loaded = native.load(ARCH, ABI, cuda._SYMBOLS)
     assert loaded.lib is None and "not built" in loaded.reason
+
+
+def test_record_cannot_point_outside_its_folder(cache):
+    elsewhere = cache / "elsewhere.so"
+    elsewhere.write_bytes(compile_fake(cache))
+    entry(cache, b"\x7fELF", record={"library": str(elsewhere)})
+    assert "names a library outside its folder" in reason()
