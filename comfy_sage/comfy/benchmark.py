@@ -27,6 +27,7 @@ from .override import _shape_key
 # those and rejects a variant that is visibly worse (INT4 Q·K, or a broken kernel).
 ACCURACY_GATE = 0.05
 QUANTIZED = ("cuda", "triton", "reference")
+KERNELS = ("cuda", "triton")  # the quantized backends a recommendation may name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,14 +140,17 @@ def recommend(entries: Sequence[dict], device: str) -> dict:
     accuracy gate when it beats the fastest PyTorch (SDPA) kernel, else ComfyUI's attention."""
     timed = [e for e in entries if e["total_ms"] is not None]
     sdpa = min((e for e in timed if e["backend"] == "sdpa"), key=lambda e: e["total_ms"], default=None)
-    quant = min((e for e in timed if e["quantized"] and e["passes_gate"]), key=lambda e: e["total_ms"], default=None)
+    # The reference backend emulates the kernels' numerics to check quality; however its time
+    # compares, it is never a speed setting.
+    quant = min((e for e in timed if e["backend"] in KERNELS and e["passes_gate"]), key=lambda e: e["total_ms"],
+                default=None)
     cpu_note = "" if device.startswith("cuda") else (
         " These are CPU timings: on a CPU the node runs the reference emulation, made to check accuracy, not "
         "speed; run this node on an NVIDIA GPU for the setting to use there.")
     if quant is None:
         return {"backend": "off", "variant": "auto", "speedup": None,
-                "text": "Keep ComfyUI's attention: no quantized variant was timed within the accuracy gate "
-                        f"(rel-L1 <= {ACCURACY_GATE}) on this machine." + cpu_note}
+                "text": "Keep ComfyUI's attention: no quantized kernel (cuda, triton) was timed within the accuracy "
+                        f"gate (rel-L1 <= {ACCURACY_GATE}) on this machine." + cpu_note}
     speed = sdpa["total_ms"] / quant["total_ms"] if sdpa and quant["total_ms"] > 0 else None
     if sdpa is not None and quant["total_ms"] >= sdpa["total_ms"]:
         return {"backend": "off", "variant": "auto", "speedup": speed,
