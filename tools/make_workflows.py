@@ -229,7 +229,7 @@ def _evaluate(expression, names):
     return eval(compile(tree, "<expression>", "eval"), {"__builtins__": {}, **_MATH}, names)  # noqa: S307
 
 
-def math_to_primitive(workflow, ids):
+def math_to_primitive(workflow, ids, object_info):
     """ComfyMathExpression is newer than ComfyUI 0.8.0. Where its inputs are constants (primitive
     nodes), it becomes a PrimitiveInt holding the result; the now unused primitives stay.
     Returns a sentence per replaced node for the workflow's note."""
@@ -271,7 +271,46 @@ def math_to_primitive(workflow, ids):
     return remarks
 
 
-HOST_COMPAT = [math_to_primitive]
+def frontend_input_order(workflow, ids, object_info):
+    """Lay out the inputs of every node that has a linked widget input the way ComfyUI 0.8.0's
+    frontend (1.35) builds them: link-only inputs, then every widget, each in definition order.
+    Templates save shorter lists; on load that frontend moves the links to the new slot numbers
+    and, where an old and a new number collide, drops one (in the Wan 2.2 template the low-noise
+    sampler lost its cfg link and sampled at cfg 1 instead of 3.5)."""
+    for lv in levels(workflow):
+        for node in lv.nodes:
+            definition = object_info.get(node["type"])
+            inputs = node.get("inputs") or []
+            if definition is None or not any(i.get("widget") and i.get("link") is not None for i in inputs):
+                continue
+            by_name = {i["name"]: i for i in inputs}
+            widgets = [n for n in widget_slots(definition) if n]
+            names = socket_inputs(definition) + widgets
+            specs = {**definition["input"].get("required", {}), **definition["input"].get("optional", {})}
+            extra = [i for i in inputs if i["name"] not in names]
+            if extra:
+                raise SystemExit(f"node {node['id']} ({node['type']}): inputs {[i['name'] for i in extra]} are not in "
+                                 f"its definition")
+            laid_out = []
+            for name in names:
+                entry = dict(by_name.get(name) or {"name": name, "link": None})
+                kind = specs[name][0]
+                entry.setdefault("type", "COMBO" if isinstance(kind, list) else kind)
+                if name in widgets:
+                    entry["widget"] = {"name": name}
+                laid_out.append(entry)
+            slot_of = {e["name"]: i for i, e in enumerate(laid_out)}
+            moved = {i["link"]: slot_of[i["name"]] for i in inputs if i.get("link") is not None}
+            for link in lv.holder["links"]:
+                if isinstance(link, dict) and link["id"] in moved:
+                    link["target_slot"] = moved[link["id"]]
+                elif isinstance(link, list) and link[0] in moved:
+                    link[4] = moved[link[0]]
+            node["inputs"] = laid_out
+    return []
+
+
+HOST_COMPAT = [math_to_primitive, frontend_input_order]
 
 
 def compare_sampler(workflow, object_info, ids):
@@ -438,7 +477,7 @@ def model_note(spec, files, sage_count, remarks):
 def build(spec, object_info):
     workflow = load_template(spec.template)
     ids = Ids(workflow)
-    remarks = [r for rewrite in HOST_COMPAT for r in rewrite(workflow, ids)]
+    remarks = [r for rewrite in HOST_COMPAT for r in rewrite(workflow, ids, object_info)]
     if spec.transform is not None:
         remarks += spec.transform(workflow, object_info, ids)
     sages = insert_sage(workflow, object_info[SAGE], ids)
@@ -486,7 +525,7 @@ def main(argv=None):
         for spec in WORKFLOWS:
             workflow = load_template(spec.template)
             for rewrite in HOST_COMPAT:
-                rewrite(workflow, Ids(workflow))
+                rewrite(workflow, Ids(workflow), full)
             used |= node_types(workflow)
         object_info = trim_object_info(full, used)
         if not args.check:

@@ -20,6 +20,7 @@ import inspect
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -390,3 +391,79 @@ def test_compare_workflow_runs(server):
     # ComfyUI's attention left, Sage right, a white gap between (compare.side_by_side's default)
     gap = inspect.signature(side_by_side).parameters["gap"].default
     assert frames.shape == (5, 64, 2 * 64 + gap, 3), frames.shape
+
+
+# -- the real frontend ----------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+BROWSER_SKIP = ("selenium is not installed" if importlib.util.find_spec("selenium") is None else
+                "" if CHROMIUM and CHROMEDRIVER else "no chromium/chromedriver on PATH (tests/browser/install.sh)")
+VIRTUAL = ["Note", "MarkdownNote", "Reroute", "PrimitiveNode"]
+
+
+@pytest.mark.skipif(bool(BROWSER_SKIP), reason=BROWSER_SKIP or "-")
+def test_workflows_open_in_the_frontend_from_the_template_browser(server, tmp_path):
+    """Each workflow, fetched from the template-browser URL and loaded by the real frontend
+    (comfyui-frontend-package, headless Chromium): every node type registered (no missing
+    nodes), no error dialog, and the frontend's own prompt (graphToPrompt) equal to the committed
+    API file, the one the host validated. A screenshot of one and a log of all go to
+    COMFY_SAGE_ARTIFACTS when set, else to the test's temporary folder."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    port = server[0]
+    http(port, "/settings/Comfy.TutorialCompleted", True)  # no first-run template dialog over the canvas
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000",
+                "--disable-gpu"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    out = Path(os.environ.get("COMFY_SAGE_ARTIFACTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    log = []
+    try:
+        driver.set_script_timeout(120)
+        driver.get(f"http://127.0.0.1:{port}/")
+        deadline = time.monotonic() + 150
+        while not driver.execute_script("return !!(window.app && window.app.graph && window.app.canvas)"):
+            assert time.monotonic() < deadline, "the frontend did not start"
+            time.sleep(0.5)
+        for name in NAMES:
+            result = driver.execute_async_script("""
+                const [pack, name, virtual, done] = arguments;
+                (async () => {
+                  const url = `/api/workflow_templates/${pack}/${name}.json`;
+                  const workflow = await (await fetch(url)).json();
+                  await window.app.loadGraphData(workflow, true, true, name);
+                  await new Promise((r) => setTimeout(r, 300));
+                  const defs = (workflow.definitions && workflow.definitions.subgraphs) || [];
+                  const sub = new Set(defs.map((d) => d.id));
+                  const types = [...workflow.nodes, ...defs.flatMap((d) => d.nodes)].map((n) => n.type)
+                    .filter((t) => !sub.has(t));
+                  const registered = window.LiteGraph.registered_node_types;
+                  const missing = [...new Set(types)].filter((t) => !registered[t]);
+                  const dialogs = [...document.querySelectorAll('.p-dialog')].map((d) => d.innerText.slice(0, 400));
+                  const prompt = (await window.app.graphToPrompt()).output;
+                  done({missing, dialogs, prompt, nodes: window.app.graph._nodes.length});
+                })().catch((e) => done({error: String(e && e.stack || e)}));
+            """, PACK, name, VIRTUAL)
+            committed = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+            frontend = result.get("prompt") or {}
+            entry = {"workflow": name, **{k: v for k, v in result.items() if k != "prompt"},
+                     "prompt_equals_committed_api": frontend == committed,
+                     "differs": {k: [frontend.get(k), committed.get(k)] for k in sorted(set(frontend) | set(committed))
+                                 if frontend.get(k) != committed.get(k)}}
+            log.append(entry)
+            if name == "wan2.1_t2v_1.3B":
+                time.sleep(1.0)
+                driver.save_screenshot(str(out / "workflow_wan2.1_t2v_1.3B_browser.png"))
+            driver.execute_script("document.querySelectorAll('.p-dialog-close-button').forEach((b) => b.click())")
+        (out / "workflows_browser_log.json").write_text(json.dumps(log, indent=2) + "\n")
+    finally:
+        driver.quit()
+    for entry in log:
+        assert "error" not in entry, entry
+        assert entry["missing"] == [] and entry["dialogs"] == [], entry
+        assert entry["prompt_equals_committed_api"], entry
