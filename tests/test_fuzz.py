@@ -353,3 +353,25 @@ def test_gpu_backends_are_close_to_attention(p, variant, granularity, data):
     assert torch.isfinite(out).all()
     err = errors(hnd(out, p["layout"]), float32_reference(q, k, v, p)).rel_l1
     assert err < QUANTIZED_BOUND.get(variant, QUANTIZED_DEFAULT_BOUND), (backend, variant, err)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [
+    "triton",
+    pytest.param("cuda", marks=pytest.mark.xfail(
+        reason="csrc/quant/quant.cu takes amax with fmaxf, which drops NaN: the INT8 rounding then hides it "
+               "(a NaN-propagating max there fixes it)", strict=False)),
+])
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_gpu_non_finite_inputs_propagate(backend, where, bad):
+    reason = available_backends()[backend]
+    if reason is not None:
+        pytest.skip(f"{backend}: {reason}")
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 256, 128, generator=g).to("cuda", torch.bfloat16) for _ in range(3))
+    {"q": q, "k": k, "v": v}[where][0, 1, 37, 5] = bad
+    want = ~torch.isfinite(F.scaled_dot_product_attention(q.float(), k.float(), v.float()))
+    for variant in ("int8qk-fp8pv", "int8qk-fp16pv"):
+        got = ~torch.isfinite(sageattn(q, k, v, backend=backend, variant=variant).float())
+        assert want.any() and (got | ~want).all(), (variant, int(want.sum()), int(got.sum()))

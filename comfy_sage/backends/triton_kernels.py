@@ -88,6 +88,10 @@ def quant_rows(
         tl.store(QK_mean + bh.to(tl.int64) * N + rows, tl.sum(x * k_mean[None, :], axis=1), mask=valid)
     amax = _group_amax(tl.max(tl.abs(x), axis=1), MODE, BLOCK, TILE)
     scale = tl.where(amax > 0, amax / QMAX, 1.0)
+    # A NaN/Inf would vanish in the INT8 rounding (max() drops NaN, x / inf = 0): give its group a
+    # NaN scale instead, so that the scores it touches, and the outputs, are NaN as in SDPA.
+    bad = tl.where((x != x) | (tl.abs(x) == float("inf")), 1.0, 0.0)
+    scale = tl.where(_group_amax(tl.max(bad, axis=1), MODE, BLOCK, TILE) > 0, float("nan"), scale)
     xq = _round_half_even(tl.math.div_rn(x, scale[:, None]))  # IEEE division, as the reference
     xq = tl.minimum(tl.maximum(xq, -QMAX), QMAX).to(tl.int8)
     out = X_q + bh.to(tl.int64) * N * HEAD_DIM
