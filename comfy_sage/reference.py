@@ -108,7 +108,7 @@ def _attention_hnd(q, k, v, cfg: QuantConfig, sm_scale: float, is_causal: bool):
         acc = acc * alpha + pv
         m = m_new
 
-    seen = l > 0
+    seen = l != 0  # a query that saw no key has l == 0 (zeros out); a NaN l (a NaN score) stays NaN
     out = torch.where(seen, acc / torch.where(seen, l, torch.ones_like(l)), torch.zeros_like(acc))
     lse = (m + torch.log(l)).squeeze(-1)
     # K smoothing shifted every score of a row by -sm_scale·q·k̄: add it back.
