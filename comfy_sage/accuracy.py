@@ -2,8 +2,9 @@
 
 Metrics compare an output with a float32 (or float64) reference. The generators produce
 the input statistics that make quantized attention hard in real diffusion transformers:
-K with a large per-channel bias shared by all tokens (what K smoothing removes), Q with a
-few outlier channels, token magnitudes that vary (what finer granularity helps), and
+K with a large per-channel bias shared by all tokens (what K smoothing removes), V with a
+per-channel offset (what V smoothing removes from INT8 P·V's error), Q with a few outlier
+channels, token magnitudes that vary (what finer granularity helps), and
 3D-RoPE-rotated Q/K over a video token grid.
 """
 
@@ -57,6 +58,7 @@ class InputKind(str, Enum):
     Q_OUTLIERS = "q_outliers"  # a few Q channels 10-20x larger than the rest
     TOKEN_SCALE = "token_scale"  # per-token magnitudes spread over two orders of magnitude
     ROPE_VIDEO = "rope_video"  # 3D RoPE over a (frames, height, width) grid, then K bias
+    V_BIAS = "v_bias"  # V = N(0,1) + a per-channel offset ~ N(0, 2²) shared by all tokens (real activations have one)
 
 
 def make_inputs(
@@ -90,6 +92,8 @@ def make_inputs(
         # The shared channel bias is seen in keys as the attention kernel receives them
         # (after RoPE), which is what SageAttention's K smoothing targets.
         k = k + 8.0 * randn(batch, kv_heads, 1, head_dim)
+    if kind is InputKind.V_BIAS:
+        v = v + 2.0 * randn(batch, kv_heads, 1, head_dim)
     if kind is InputKind.Q_OUTLIERS:
         n_out = max(1, head_dim // 32)
         channels = torch.randperm(head_dim, generator=g)[:n_out]

@@ -108,6 +108,10 @@ class QuantConfig:
     smooth_k: bool = True
     smooth_q: bool = False
     tiles: Tiles = MMA_TILES
+    # INT8 P·V only (the other modes ignore it): subtract V's per-channel mean over tokens before
+    # quantizing V and add it to the output, exact since each softmax row sums to 1. Without it a
+    # per-channel offset of V turns P's rounding error into an output error times the offset.
+    smooth_v: bool = True
 
     def __post_init__(self):
         # Accept the string values too ("int8", "per_warp"); store the enum members.

@@ -10,6 +10,8 @@ attention.
 Conventions: causal masking is top-left aligned (query i sees keys j <= i, as torch SDPA's
 ``is_causal``); a query that sees no key returns zeros; the log-sum-exp is in natural-log
 units of ``sm_scale * q·k`` and includes the K-smoothing correction ``sm_scale * q·k̄``.
+INT8 P·V with ``smooth_v`` quantizes V minus its per-channel mean over tokens and adds the mean
+to the output (``v_smoothing``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def _attention_hnd(q, k, v, cfg: QuantConfig, sm_scale: float, is_causal: bool):
     group = hq // hk
     q_hat, k_hat, q_mean, k_mean = smooth_and_quantize(q, k, cfg)
     k_smooth = k - k_mean
+    v, v_mean = v_smoothing(v, cfg)
     v_scale = channel_scale(v, V_TARGET[cfg.pv_mode]) if cfg.pv_mode in V_TARGET else None
 
     def heads(x):  # GQA: quantization is per kv head, the product sees each kv head `group` times
@@ -108,12 +111,30 @@ def _attention_hnd(q, k, v, cfg: QuantConfig, sm_scale: float, is_causal: bool):
         acc = acc * alpha + pv
         m = m_new
 
-    seen = l != 0  # a query that saw no key has l == 0 (zeros out); a NaN l (a NaN score) stays NaN
-    out = torch.where(seen, acc / torch.where(seen, l, torch.ones_like(l)), torch.zeros_like(acc))
+    seen = l > 0
+    out = acc / torch.where(seen, l, torch.ones_like(l))
+    if v_mean is not None:
+        out = out + heads(v_mean)  # exact: each row of P / l sums to 1
+    out = torch.where(seen, out, torch.zeros_like(acc))
     lse = (m + torch.log(l)).squeeze(-1)
     # K smoothing shifted every score of a row by -sm_scale·q·k̄: add it back.
     lse = lse + sm_scale * (q @ heads(k_mean).transpose(-1, -2)).squeeze(-1)
     return out, lse
+
+
+def v_smoothing(v: torch.Tensor, cfg: QuantConfig):
+    """(V as P·V quantizes it, its per-channel mean over tokens (B, Hk, 1, D) or None).
+
+    INT8 P·V only: P is rounded to steps of 1/255 of the row max, and l sums the unrounded P, so
+    the rounding errors do not cancel in P / l; a channel offset c of V then adds c times that
+    error to every output (tests/test_reference.py: 3.5x the error on peaked attention with
+    N(0, 2²) offsets). With V - c quantized and c added back (exact: each row of P / l sums to 1)
+    the error multiplies V's spread only.
+    """
+    if not (cfg.smooth_v and cfg.pv_mode is PVMode.INT8):
+        return v, None
+    v_mean = v.mean(dim=2, keepdim=True)
+    return v - v_mean, v_mean
 
 
 def block_pv(p: torch.Tensor, v: torch.Tensor, v_scale, mode: PVMode) -> torch.Tensor:

@@ -1,16 +1,26 @@
-// The C ABI: argument checks, workspace layout, the launch sequence. Host code only
-// returns codes; it never exits, asserts or synchronizes the device.
+// The C ABI and the one kernel dispatch point: argument checks, then the family that runs a call
+// (resolve_family: from the caller's explicit choice and the device's compute capability), its
+// tiles and configuration, handed to the family's pipeline (common/pipeline.h), which lays out
+// the workspace and launches. Host code only returns codes; it never exits, asserts or
+// synchronizes the device. The table of compiled kernels is instances.h, generated from
+// configs.json.
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include "comfy_sage.h"
-#include "common.cuh"
-#include "tiles.h"
-#include "params.h"
-#include "attn_launch.h"
-#include "quant_kernels.h"
+#include "common/types.h"
+#include "common/scales.h"
+#include "common/pipeline.h"
+#include "instances.h"
 
 namespace {
+
+using cs::Family;
+using cs::PV;
+
+static_assert(CS_FAMILY_AUTO == int(Family::AUTO) && CS_FAMILY_W16 == int(Family::W16) &&
+                  CS_FAMILY_W32 == int(Family::W32) && CS_FAMILY_SM90 == int(Family::SM90),
+              "comfy_sage.h and common/types.h disagree on the family codes");
 
 thread_local char g_err[512] = "";
 
@@ -26,9 +36,14 @@ const char* pv_name(int m) {
   static const char* names[] = {"fp16", "fp8", "fp8-acc16", "int8", "fp16-acc16"};
   return (m >= 0 && m < cs::kNumPV) ? names[m] : "?";
 }
+const char* family_name(Family f) {
+  static const char* names[] = {"auto", "w16", "w32", "sm90"};
+  return names[int(f)];
+}
 
 bool valid_pv(int m) { return m >= 0 && m < cs::kNumPV; }
 bool valid_gran(int g) { return g >= 0 && g < cs::kNumGran; }
+bool valid_family(int f) { return f >= 0 && f < cs::kNumFamily; }
 
 // The arches this library was compiled for, from the build (-DCS_ARCHS="80,86,...").
 #ifndef CS_ARCHS
@@ -46,43 +61,116 @@ bool built_for(int arch) {
   return false;
 }
 
-size_t align_up(size_t x) { return (x + 255) & ~size_t(255); }
+// ---- the dispatch table (instances.h, generated from configs.json) ----
 
-struct Layout {  // workspace offsets
-  size_t q8, qs, k8, ks, kpart, kmean, v, vamax, vscale, corr, total;
+using TilesFn = cs::TileShape (*)(int head_dim, PV mode, int arch);
+using WorkspaceFn = size_t (*)(const cs::AttnArgs&);
+using AttentionFn = int (*)(const cs::AttnArgs&, void*, size_t, cudaStream_t, char*, size_t);
+
+struct Instance {
+  Family family;
+  int head_dim;
+  PV pv;
+  cs::Launcher launch;
+};
+const Instance kInstances[] = {
+#define CS_INSTANCE(F, D, M, LAUNCHER) {Family::F, D, PV::M, LAUNCHER},
+    CS_FOR_EACH_INSTANCE(CS_INSTANCE)
+#undef CS_INSTANCE
 };
 
-Layout layout(int B, int Hq, int Hkv, int Lq, int Lk, int D, cs::PV pv, cs::Gran gr, bool smooth, bool lse) {
-  const size_t lqp = cs::pad_q(Lq), lkp = cs::pad_k(Lk);
-  const size_t nch = cs::ceil_div(Lk, cs::kMeanChunk);
-  Layout l{};
-  size_t off = 0;
-  auto take = [&](size_t bytes) { const size_t o = off; off = align_up(off + bytes); return o; };
-  l.q8 = take((size_t)B * Hq * lqp * D);
-  l.qs = take(sizeof(float) * B * Hq * cs::q_scales_per_head(gr, Lq));
-  l.k8 = take((size_t)B * Hkv * lkp * D);
-  l.ks = take(sizeof(float) * B * Hkv * cs::k_scales_per_head(gr, Lk));
-  l.kpart = take(smooth ? sizeof(float) * B * Hkv * nch * D : 0);
-  l.kmean = take(smooth ? sizeof(float) * B * Hkv * D : 0);
-  l.v = take((size_t)B * Hkv * lkp * D * (cs::pv_is_8bit(pv) ? 1 : 2));
-  l.vamax = take(sizeof(unsigned) * B * Hkv * D);
-  l.vscale = take(sizeof(float) * B * Hkv * D);
-  l.corr = take(smooth && lse ? sizeof(float) * B * Hq * Lq : 0);
-  l.total = off;
-  return l;
+constexpr int kMaxArchs = 8;
+struct FamilyInfo {
+  Family family;
+  TilesFn tiles;
+  WorkspaceFn workspace_bytes;
+  AttentionFn attention;
+  int archs[kMaxArchs];  // the arches its kernels are written for, 0-terminated
+};
+const FamilyInfo kFamilies[] = {
+#define CS_FAMILY(F, TILES, NS, ...) {Family::F, &TILES, &NS::workspace_bytes, &NS::attention, {__VA_ARGS__}},
+    CS_FOR_EACH_FAMILY(CS_FAMILY)
+#undef CS_FAMILY
+};
+
+const Family kAutoOrder[] = {
+#define CS_AUTO(F) Family::F,
+    CS_FOR_EACH_AUTO(CS_AUTO)
+#undef CS_AUTO
+};
+
+const FamilyInfo* family_info(Family f) {
+  for (const FamilyInfo& i : kFamilies)
+    if (i.family == f) return &i;
+  return nullptr;
 }
 
-using Launcher = cudaError_t (*)(const cs::AttnParams&, cudaStream_t);
-
-Launcher attn_launcher(int D, cs::PV pv) {
-  switch (pv) {
-    case cs::PV::FP16: return D == 64 ? cs::launch_attn<64, cs::PV::FP16> : cs::launch_attn<128, cs::PV::FP16>;
-    case cs::PV::FP16_ACC16: return D == 64 ? cs::launch_attn<64, cs::PV::FP16_ACC16> : cs::launch_attn<128, cs::PV::FP16_ACC16>;
-    case cs::PV::FP8: return D == 64 ? cs::launch_attn<64, cs::PV::FP8> : cs::launch_attn<128, cs::PV::FP8>;
-    case cs::PV::FP8_ACC16: return D == 64 ? cs::launch_attn<64, cs::PV::FP8_ACC16> : cs::launch_attn<128, cs::PV::FP8_ACC16>;
-    case cs::PV::INT8: return D == 64 ? cs::launch_attn<64, cs::PV::INT8> : cs::launch_attn<128, cs::PV::INT8>;
-  }
+const Instance* find_instance(Family f, int head_dim, PV pv) {
+  for (const Instance& i : kInstances)
+    if (i.family == f && i.head_dim == head_dim && i.pv == pv) return &i;
   return nullptr;
+}
+
+// Why family f cannot run (pv, head_dim) on arch, written to why; false when it can.
+bool cannot_run(Family f, PV pv, int head_dim, int arch, char* why, size_t n) {
+  const FamilyInfo* info = family_info(f);
+  if (info == nullptr) {
+    snprintf(why, n, "family %s has no kernels in this build", family_name(f));
+    return true;
+  }
+  bool runs = false;
+  for (int a : info->archs) runs |= a == arch;
+  if (!runs) {
+    snprintf(why, n, "family %s does not run on sm_%d", family_name(f), arch);
+    return true;
+  }
+  if (!built_for(arch)) {
+    snprintf(why, n, "this build has no code for sm_%d (built for %s)", arch, CS_ARCHS);
+    return true;
+  }
+  if (arch < cs::pv_min_arch(pv)) {
+    snprintf(why, n, "P·V mode %s needs sm_%d or newer, the device is sm_%d", pv_name(int(pv)), cs::pv_min_arch(pv), arch);
+    return true;
+  }
+  if (find_instance(f, head_dim, pv) == nullptr) {
+    snprintf(why, n, "family %s has no kernel for P·V mode %s at head dim %d", family_name(f), pv_name(int(pv)), head_dim);
+    return true;
+  }
+  return false;
+}
+
+// The one place a family is chosen. AUTO: the first family of configs.json's auto_order that
+// can run the call on this arch; an explicit family runs or the call fails.
+int resolve_family(int family, int pv_mode, int head_dim, int arch, Family* out) {
+  if (!valid_family(family)) return fail(CS_ERR_INVALID, "family: expected 0..%d, got %d", cs::kNumFamily - 1, family);
+  if (!valid_pv(pv_mode)) return fail(CS_ERR_INVALID, "pv_mode: expected 0..%d, got %d", cs::kNumPV - 1, pv_mode);
+  if (head_dim != 64 && head_dim != 128) return fail(CS_ERR_INVALID, "head_dim: expected 64|128, got %d", head_dim);
+  const PV pv = static_cast<PV>(pv_mode);
+  char why[256] = "no kernel family in this build";
+  if (family != int(Family::AUTO)) {
+    if (cannot_run(static_cast<Family>(family), pv, head_dim, arch, why, sizeof(why)))
+      return fail(CS_ERR_UNSUPPORTED, "variant int8qk-%spv: %s", pv_name(pv_mode), why);
+    *out = static_cast<Family>(family);
+    return CS_OK;
+  }
+  for (Family f : kAutoOrder) {
+    if (!cannot_run(f, pv, head_dim, arch, why, sizeof(why))) {
+      *out = f;
+      return CS_OK;
+    }
+  }
+  return fail(CS_ERR_UNSUPPORTED, "variant int8qk-%spv (head_dim %d) is not available on sm_%d: %s", pv_name(pv_mode),
+              head_dim, arch, why);
+}
+
+int resolve_tiles(int family, int pv_mode, int head_dim, int arch, Family* f, cs::TileShape* t) {
+  if (int rc = resolve_family(family, pv_mode, head_dim, arch, f)) return rc;
+  *t = family_info(*f)->tiles(head_dim, static_cast<PV>(pv_mode), arch);
+  // The quantization passes pad K/V in 64-token chunks and Q in groups of 8 rows.
+  if (t->blk_k % 64 || t->blk_q % t->warp_q || t->warp_q % 16)
+    return fail(CS_ERR_INVALID, "family %s: tiles %d/%d/%d do not fit the quantization passes", family_name(*f),
+                t->blk_q, t->warp_q, t->blk_k);
+  return CS_OK;
 }
 
 int device_arch(int* arch) {
@@ -102,60 +190,103 @@ extern "C" {
 int cs_abi_version(void) { return CS_ABI_VERSION; }
 const char* cs_last_error(void) { return g_err; }
 
-int cs_query_tiles(int pv_mode, int head_dim, int arch, int* blk_q, int* warp_q, int* blk_k) {
-  if (!valid_pv(pv_mode)) return fail(CS_ERR_INVALID, "pv_mode: expected 0..%d, got %d", cs::kNumPV - 1, pv_mode);
-  if (head_dim != 64 && head_dim != 128) return fail(CS_ERR_INVALID, "head_dim: expected 64|128, got %d", head_dim);
+int cs_resolve_family(int family, int pv_mode, int head_dim, int arch, int* resolved) {
+  if (!resolved) return fail(CS_ERR_INVALID, "cs_resolve_family: null output pointer");
+  Family f = Family::AUTO;
+  if (int rc = resolve_family(family, pv_mode, head_dim, arch, &f)) return rc;
+  *resolved = int(f);
+  return CS_OK;
+}
+
+int cs_query_tiles(int family, int pv_mode, int head_dim, int arch, int* blk_q, int* warp_q, int* blk_k) {
   if (!blk_q || !warp_q || !blk_k) return fail(CS_ERR_INVALID, "cs_query_tiles: null output pointer");
-  const cs::TileShape t = cs::tiles_for(head_dim, static_cast<cs::PV>(pv_mode), arch);
+  Family f = Family::AUTO;
+  cs::TileShape t{};
+  if (int rc = resolve_tiles(family, pv_mode, head_dim, arch, &f, &t)) return rc;
   *blk_q = t.blk_q; *warp_q = t.warp_q; *blk_k = t.blk_k;
   return CS_OK;
 }
 
-int cs_scale_count(int which, int granularity, int pv_mode, int n_tokens, int head_dim, int64_t* count) {
+int cs_scale_count(int family, int which, int granularity, int pv_mode, int n_tokens, int head_dim, int arch,
+                   int64_t* count) {
   if (!valid_gran(granularity)) return fail(CS_ERR_INVALID, "granularity: expected 0..2, got %d", granularity);
-  if (!valid_pv(pv_mode)) return fail(CS_ERR_INVALID, "pv_mode: expected 0..%d, got %d", cs::kNumPV - 1, pv_mode);
   if (n_tokens <= 0) return fail(CS_ERR_INVALID, "n_tokens: expected > 0, got %d", n_tokens);
   if (!count) return fail(CS_ERR_INVALID, "cs_scale_count: null output pointer");
+  Family f = Family::AUTO;
+  cs::TileShape t{};
+  if (int rc = resolve_tiles(family, pv_mode, head_dim, arch, &f, &t)) return rc;
   const cs::Gran g = static_cast<cs::Gran>(granularity);
   switch (which) {
-    case 0: *count = cs::q_scales_per_head(g, n_tokens); return CS_OK;
-    case 1: *count = cs::k_scales_per_head(g, n_tokens); return CS_OK;
-    case 2: *count = cs::pv_is_8bit(static_cast<cs::PV>(pv_mode)) ? head_dim : 0; return CS_OK;
+    case 0: *count = cs::q_scales_per_head(g, n_tokens, t); return CS_OK;
+    case 1: *count = cs::k_scales_per_head(g, n_tokens, t); return CS_OK;
+    case 2: *count = cs::pv_is_8bit(static_cast<PV>(pv_mode)) ? head_dim : 0; return CS_OK;
   }
   return fail(CS_ERR_INVALID, "which: expected 0 (Q), 1 (K) or 2 (V), got %d", which);
 }
 
-int cs_variant_supported(int pv_mode, int head_dim, int arch) {
-  if (!valid_pv(pv_mode) || (head_dim != 64 && head_dim != 128)) return 0;
-  const int a = arch == 90 ? 90 : arch;  // sm_90a cubins serve cc 9.0
-  if (!built_for(a)) return 0;
-  return arch >= cs::pv_min_arch(static_cast<cs::PV>(pv_mode)) ? 1 : 0;
+int cs_variant_supported(int family, int pv_mode, int head_dim, int arch) {
+  Family f = Family::AUTO;
+  return resolve_family(family, pv_mode, head_dim, arch, &f) == CS_OK ? 1 : 0;
 }
 
-int cs_workspace_bytes(int B, int Hq, int Hkv, int Lq, int Lk, int head_dim, int pv_mode, int granularity,
-                       int smooth_k, int return_lse, size_t* bytes) {
+}  // extern "C"
+
+namespace {
+
+// The checked arguments of a call, with its family resolved (common/pipeline.h).
+int make_args(int family, int dtype, int B, int Hq, int Hkv, int Lq, int Lk, int head_dim, int pv_mode,
+              int granularity, int smooth_k, int smooth_v, int is_causal, float sm_scale, int arch, cs::AttnArgs* a) {
+  if (dtype != 0 && dtype != 1) return fail(CS_ERR_INVALID, "dtype: expected 0 (fp16) or 1 (bf16), got %d", dtype);
+  if (!valid_gran(granularity)) return fail(CS_ERR_INVALID, "granularity: expected 0..2, got %d", granularity);
   if (B <= 0 || Hq <= 0 || Hkv <= 0 || Lq <= 0 || Lk <= 0) return fail(CS_ERR_INVALID, "sizes must be positive");
-  if (!valid_pv(pv_mode) || !valid_gran(granularity)) return fail(CS_ERR_INVALID, "pv_mode/granularity out of range");
-  if (!bytes) return fail(CS_ERR_INVALID, "cs_workspace_bytes: null output pointer");
-  *bytes = layout(B, Hq, Hkv, Lq, Lk, head_dim, static_cast<cs::PV>(pv_mode), static_cast<cs::Gran>(granularity),
-                  smooth_k != 0, return_lse != 0).total;
+  if (Hq % Hkv) return fail(CS_ERR_INVALID, "Hq (%d) must be a multiple of Hkv (%d)", Hq, Hkv);
+  // The kernels take the row max of the raw scores before scaling (mainloop_w32.cuh): the scale must be > 0.
+  if (!(sm_scale > 0.f) || !std::isfinite(sm_scale))
+    return fail(CS_ERR_INVALID, "sm_scale: expected a positive finite number, got %g", (double)sm_scale);
+  if (B > 65535 || Hq > 65535) return fail(CS_ERR_INVALID, "B and Hq must be <= 65535");
+  Family f = Family::AUTO;
+  cs::TileShape t{};
+  if (int rc = resolve_tiles(family, pv_mode, head_dim, arch, &f, &t)) return rc;
+  *a = cs::AttnArgs{};
+  a->bf16 = dtype;
+  a->B = B; a->Hq = Hq; a->Hkv = Hkv; a->Lq = Lq; a->Lk = Lk; a->head_dim = head_dim;
+  a->pv = static_cast<PV>(pv_mode);
+  a->gran = static_cast<cs::Gran>(granularity);
+  a->smooth_k = smooth_k != 0;
+  a->smooth_v = smooth_v != 0 && a->pv == PV::INT8;  // the mode whose error it fixes (csrc/NOTES.md)
+  a->causal = is_causal != 0;
+  a->sm_scale = sm_scale;
+  a->arch = arch;
+  a->family = f;
+  a->tiles = t;
+  a->launch = find_instance(f, head_dim, a->pv)->launch;
   return CS_OK;
 }
 
-int cs_attention(const void* q, const void* k, const void* v, void* o, float* lse, int dtype, int B, int Hq,
-                 int Hkv, int Lq, int Lk, int head_dim, const int64_t* qs, const int64_t* ks, const int64_t* vs,
-                 const int64_t* os, int pv_mode, int granularity, int smooth_k, int is_causal, float sm_scale,
-                 void* workspace, size_t workspace_bytes, void* stream_ptr) {
+}  // namespace
+
+extern "C" {
+
+int cs_workspace_bytes(int family, int B, int Hq, int Hkv, int Lq, int Lk, int head_dim, int pv_mode, int granularity,
+                       int smooth_k, int smooth_v, int return_lse, int arch, size_t* bytes) {
+  if (!bytes) return fail(CS_ERR_INVALID, "cs_workspace_bytes: null output pointer");
+  cs::AttnArgs a{};
+  // sm_scale does not size anything: any valid value.
+  if (int rc = make_args(family, 0, B, Hq, Hkv, Lq, Lk, head_dim, pv_mode, granularity, smooth_k, smooth_v, 0, 1.f,
+                         arch, &a))
+    return rc;
+  // A non-null lse makes the pipelines reserve its correction terms; never dereferenced here.
+  static float lse_marker;
+  a.lse = return_lse ? &lse_marker : nullptr;
+  *bytes = family_info(a.family)->workspace_bytes(a);
+  return CS_OK;
+}
+
+int cs_attention(int family, const void* q, const void* k, const void* v, void* o, float* lse, int dtype, int B,
+                 int Hq, int Hkv, int Lq, int Lk, int head_dim, const int64_t* qs, const int64_t* ks,
+                 const int64_t* vs, const int64_t* os, int pv_mode, int granularity, int smooth_k, int smooth_v,
+                 int is_causal, float sm_scale, void* workspace, size_t workspace_bytes, void* stream) {
   if (!q || !k || !v || !o || !qs || !ks || !vs || !os) return fail(CS_ERR_INVALID, "null tensor or stride pointer");
-  if (dtype != 0 && dtype != 1) return fail(CS_ERR_INVALID, "dtype: expected 0 (fp16) or 1 (bf16), got %d", dtype);
-  if (!valid_pv(pv_mode)) return fail(CS_ERR_INVALID, "pv_mode: expected 0..%d, got %d", cs::kNumPV - 1, pv_mode);
-  if (!valid_gran(granularity)) return fail(CS_ERR_INVALID, "granularity: expected 0..2, got %d", granularity);
-  if (head_dim != 64 && head_dim != 128) return fail(CS_ERR_INVALID, "head_dim: expected 64|128, got %d", head_dim);
-  if (B <= 0 || Hq <= 0 || Hkv <= 0 || Lq <= 0 || Lk <= 0) return fail(CS_ERR_INVALID, "sizes must be positive");
-  if (Hq % Hkv) return fail(CS_ERR_INVALID, "Hq (%d) must be a multiple of Hkv (%d)", Hq, Hkv);
-  // The kernels take the row max of the raw scores before scaling (attn_w32.cuh): the scale must be > 0.
-  if (!(sm_scale > 0.f) || !std::isfinite(sm_scale)) return fail(CS_ERR_INVALID, "sm_scale: expected a positive finite number, got %g", (double)sm_scale);
-  if (B > 65535 || Hq > 65535) return fail(CS_ERR_INVALID, "B and Hq must be <= 65535");
   const void* ptrs[4] = {q, k, v, o};
   const int64_t* strides[4] = {qs, ks, vs, os};
   for (int i = 0; i < 4; ++i) {
@@ -163,72 +294,18 @@ int cs_attention(const void* q, const void* k, const void* v, void* o, float* ls
     for (int j = 0; j < 3; ++j)
       if (strides[i][j] % 8) return fail(CS_ERR_INVALID, "tensor %d: stride %d (%lld) not a multiple of 8", i, j, (long long)strides[i][j]);
   }
-  const cs::PV pv = static_cast<cs::PV>(pv_mode);
-  const cs::Gran gr = static_cast<cs::Gran>(granularity);
   int arch = 0;
   if (int rc = device_arch(&arch)) return rc;
-  if (!cs_variant_supported(pv_mode, head_dim, arch))
-    return fail(CS_ERR_UNSUPPORTED, "variant int8qk-%spv (head_dim %d) is not available on sm_%d in this build (built for %s)",
-                pv_name(pv_mode), head_dim, arch, CS_ARCHS);
-  const Layout L = layout(B, Hq, Hkv, Lq, Lk, head_dim, pv, gr, smooth_k != 0, lse != nullptr);
-  if (!workspace || workspace_bytes < L.total)
-    return fail(CS_ERR_WORKSPACE, "workspace: need %zu bytes, got %zu", L.total, workspace_bytes);
-  char* ws = static_cast<char*>(workspace);
-  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-  const int bf16 = dtype;
-  const int D = head_dim;
-  const int lqp = cs::pad_q(Lq), lkp = cs::pad_k(Lk);
-  cudaError_t err = cudaSuccess;
-  auto cuda_fail = [&](const char* what) {
-    return fail(CS_ERR_CUDA, "%s (variant int8qk-%spv, head_dim %d, sm_%d): %s", what, pv_name(pv_mode), D, arch,
-                cudaGetErrorString(err));
-  };
-
-  float* kmean = smooth_k ? reinterpret_cast<float*>(ws + L.kmean) : nullptr;
-  if (smooth_k) {
-    err = cs::launch_k_mean(k, ks[0], ks[1], ks[2], bf16, B, Hkv, Lk, D, reinterpret_cast<float*>(ws + L.kpart), kmean, stream);
-    if (err != cudaSuccess) return cuda_fail("K mean");
-  }
-  cs::QuantParams qp{};
-  qp.x = q; qp.sb = qs[0]; qp.sh = qs[1]; qp.sn = qs[2]; qp.in_bf16 = bf16;
-  qp.B = B; qp.H = Hq; qp.N = Lq; qp.N_pad = lqp; qp.D = D;
-  qp.tile_rows = cs::q_scale_rows(gr); qp.groups = cs::q_scale_groups(gr);
-  qp.out = reinterpret_cast<int8_t*>(ws + L.q8); qp.scale = reinterpret_cast<float*>(ws + L.qs);
-  qp.mean = nullptr;
-  const bool corr = smooth_k && lse != nullptr;
-  qp.kmean = corr ? kmean : nullptr; qp.corr = corr ? reinterpret_cast<float*>(ws + L.corr) : nullptr;
-  qp.head_group = Hq / Hkv; qp.sm_scale = sm_scale;
-  if ((err = cs::launch_quant_int8(qp, stream)) != cudaSuccess) return cuda_fail("Q quantization");
-
-  cs::QuantParams kp{};
-  kp.x = k; kp.sb = ks[0]; kp.sh = ks[1]; kp.sn = ks[2]; kp.in_bf16 = bf16;
-  kp.B = B; kp.H = Hkv; kp.N = Lk; kp.N_pad = lkp; kp.D = D;
-  kp.tile_rows = cs::kTiles.blk_k; kp.groups = cs::k_scale_groups(gr);
-  kp.out = reinterpret_cast<int8_t*>(ws + L.k8); kp.scale = reinterpret_cast<float*>(ws + L.ks);
-  kp.mean = kmean; kp.kmean = nullptr; kp.corr = nullptr; kp.head_group = 1; kp.sm_scale = 0.f;
-  if ((err = cs::launch_quant_int8(kp, stream)) != cudaSuccess) return cuda_fail("K quantization");
-
-  if (cs::pv_is_8bit(pv)) {
-    err = cs::launch_v_8bit(pv, v, vs[0], vs[1], vs[2], bf16, B, Hkv, Lk, lkp, D, reinterpret_cast<unsigned*>(ws + L.vamax),
-                            reinterpret_cast<float*>(ws + L.vscale), ws + L.v, stream);
-  } else {
-    err = cs::launch_v_f16(v, vs[0], vs[1], vs[2], bf16, B, Hkv, Lk, lkp, D, ws + L.v, stream);
-  }
-  if (err != cudaSuccess) return cuda_fail("V quantization");
-
-  cs::AttnParams ap{};
-  ap.q8 = reinterpret_cast<const int8_t*>(ws + L.q8); ap.q_scale = reinterpret_cast<const float*>(ws + L.qs);
-  ap.k8 = reinterpret_cast<const int8_t*>(ws + L.k8); ap.k_scale = reinterpret_cast<const float*>(ws + L.ks);
-  ap.v = ws + L.v; ap.v_scale = reinterpret_cast<const float*>(ws + L.vscale);
-  ap.o = o; ap.o_sb = os[0]; ap.o_sh = os[1]; ap.o_sn = os[2]; ap.out_bf16 = bf16;
-  ap.lse = lse; ap.lse_corr = corr ? reinterpret_cast<const float*>(ws + L.corr) : nullptr;
-  ap.B = B; ap.Hq = Hq; ap.Hkv = Hkv; ap.Lq = Lq; ap.Lk = Lk; ap.Lq_pad = lqp; ap.Lk_pad = lkp;
-  ap.causal = is_causal ? 1 : 0;
-  ap.sm_scale_log2 = sm_scale * 1.4426950408889634f;
-  ap.q_scale_rows = cs::q_scale_rows(gr); ap.q_groups = cs::q_scale_groups(gr);
-  ap.q_scales_per_head = cs::q_scales_per_head(gr, Lq);
-  ap.k_groups = cs::k_scale_groups(gr); ap.k_scales_per_head = cs::k_scales_per_head(gr, Lk);
-  if ((err = attn_launcher(D, pv)(ap, stream)) != cudaSuccess) return cuda_fail("attention kernel");
+  cs::AttnArgs a{};
+  if (int rc = make_args(family, dtype, B, Hq, Hkv, Lq, Lk, head_dim, pv_mode, granularity, smooth_k, smooth_v,
+                         is_causal, sm_scale, arch, &a))
+    return rc;
+  a.q = q; a.k = k; a.v = v; a.o = o; a.lse = lse;
+  a.q_strides = qs; a.k_strides = ks; a.v_strides = vs; a.o_strides = os;
+  char why[400] = "";
+  const int rc = family_info(a.family)->attention(a, workspace, workspace_bytes, static_cast<cudaStream_t>(stream), why,
+                                                  sizeof(why));
+  if (rc != CS_OK) return fail(rc, "family %s: %s", family_name(a.family), why);
   return CS_OK;
 }
 

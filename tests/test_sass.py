@@ -1,10 +1,11 @@
 """CI check of the native library's machine code: compile csrc/ for every supported arch with
-nvcc (no GPU needed) and read the SASS with cuobjdump.
+nvcc (no GPU needed) and read the SASS with cuobjdump (which runs nvdisasm for -sass).
 
-Each attention variant must use the tensor-core instructions it was written for (IMMA for the
-INT8 Q·Kᵀ and INT8 P·V, HMMA for FP16 P·V, the FP8 MMA on sm_89 / sm_120a), and the hot
-kernels must not touch local memory (no LDL/STL, no spill in ptxas' report). A kernel that
-silently turns into scalar code fails here. Skipped (with the reason) when nvcc is absent.
+Each configuration of csrc/configs.json, on each arch its family runs on, must use the
+tensor-core instructions it was written for (IMMA for the INT8 Q·Kᵀ and INT8 P·V, HMMA for FP16
+P·V, the FP8 MMA on sm_89 / sm_120a), and the hot kernels must not touch local memory (no
+LDL/STL, no spill in ptxas' report). A kernel that silently turns into scalar code fails here.
+Skipped, naming the missing tool, when nvcc, cuobjdump or nvdisasm is absent.
 """
 
 from __future__ import annotations
@@ -22,20 +23,35 @@ import pytest
 from comfy_sage import build
 
 ARCHS = build.SUPPORTED_ARCHS
-PV_FILES = {"fp16": "fp16", "fp16acc16": "fp16-acc16", "fp8": "fp8", "fp8acc16": "fp8-acc16", "int8": "int8"}
-FP8 = ("fp8", "fp8acc16")
+TABLE = build.kernel_table()
+FP8 = ("fp8", "fp8-acc16")
+# The ~100 KB shared-memory arches launch 128-row CTAs of the 16-row kernel; the 64-row one is a
+# trap there, never launched (csrc/mma_sync/traits.h small_smem_arch).
+SMALL_SMEM_ARCHS = (86, 89, 120)
 
 
-def _cuobjdump() -> str | None:
-    found = shutil.which("cuobjdump")
+def _sass_cases():
+    """(config, arch) for every configuration of csrc/configs.json and every arch its family runs
+    on (FP8 P·V from sm_89: below, the host refuses the variant and the kernel body is a trap)."""
+    for c in TABLE["configs"]:
+        if not build.instantiates(TABLE["families"][c["family"]]):
+            continue  # a family with its own sources checks its own machine code
+        for arch in TABLE["families"][c["family"]]["archs"]:
+            if arch in ARCHS and not (c["pv"] in FP8 and arch < 89):
+                yield pytest.param(c, arch, id=f"{c['family']}-hd{c['head_dim']}-{c['pv']}-sm{arch}")
+
+
+def _tool(name: str) -> str | None:
+    """A CUDA binary tool: on PATH, in the toolkit beside nvcc or under $CUDA_HOME, or from its
+    pip wheel (nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm install into site-packages/nvidia/*/bin)."""
+    found = shutil.which(name)
     if found:
         return found
-    roots = [os.environ.get("CUDA_HOME", ""), os.path.dirname(shutil.which("nvcc") or "")]
+    roots = [os.environ.get("CUDA_HOME", ""), os.path.dirname(build.find_nvcc() or "")]
     for site in sys.path:
         roots += glob.glob(os.path.join(site, "nvidia", "*", "bin"))
-        roots += glob.glob(os.path.join(site, "nvidia", "cuda_cuobjdump", "bin"))
     for root in roots:
-        for cand in (os.path.join(root, "cuobjdump"), os.path.join(root, "bin", "cuobjdump")):
+        for cand in (os.path.join(root, name), os.path.join(root, "bin", name)):
             if os.path.isfile(cand) and os.access(cand, os.X_OK):
                 return cand
     return None
@@ -45,21 +61,28 @@ def _cuobjdump() -> str | None:
 def built(tmp_path_factory):
     if build.find_nvcc() is None:
         pytest.skip("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
-    tool = _cuobjdump()
+    tool = _tool("cuobjdump")
     if tool is None:
         pytest.skip("cuobjdump not found: pip install nvidia-cuda-cuobjdump")
+    # cuobjdump -sass runs nvdisasm, which the pip wheels ship separately; it looks on PATH.
+    nvdisasm = _tool("nvdisasm")
+    if nvdisasm is None:
+        pytest.skip("nvdisasm not found (cuobjdump -sass runs it): pip install nvidia-cuda-nvdisasm")
+    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(nvdisasm), os.environ.get("PATH", "")]))
     out = tmp_path_factory.mktemp("sass")
     try:
         build.build(ARCHS, out_dir=out, jobs=os.cpu_count() or 1)
     except RuntimeError as e:
         pytest.fail(f"nvcc build failed:\n{e}")
-    return out, tool
+    return out, tool, env
 
 
-def _sass(tool: str, obj: Path, arch: int) -> dict[str, str]:
+def _sass(built, obj: Path, arch: int) -> dict[str, str]:
     """SASS text of each kernel (mangled name) in ``obj`` for ``arch``."""
+    _, tool, env = built
     suffix = "a" if arch in (90, 120) else ""
-    proc = subprocess.run([tool, "-sass", "-arch", f"sm_{arch}{suffix}", str(obj)], capture_output=True, text=True)
+    proc = subprocess.run([tool, "-sass", "-arch", f"sm_{arch}{suffix}", str(obj)], capture_output=True, text=True,
+                          env=env)
     assert proc.returncode == 0, proc.stderr
     kernels: dict[str, str] = {}
     current = None
@@ -73,55 +96,35 @@ def _sass(tool: str, obj: Path, arch: int) -> dict[str, str]:
     return kernels
 
 
-def _attn_kernels(kernels: dict[str, str]) -> dict[str, str]:
-    """The attention kernels of one instantiation file: 64-row and 128-row CTAs of 16-row warps."""
-    found = {n: sass for n, sass in kernels.items() if "attn_kernel" in n}
-    assert len(found) == 2, f"expected 2 attention kernels (CTA rows 64, 128), found {list(found)}"
-    return found
+def _object(built, rel: str) -> Path:
+    obj = built[0] / "obj" / (rel.replace("/", "__") + ".o")
+    assert obj.exists(), f"missing object {obj.name}"
+    return obj
 
 
 def _cta_rows(name: str) -> int:
-    """CTA rows from a mangled attn_kernel<D, PV, CTA_Q> name."""
+    """CTA rows from a mangled w16_kernel<D, PV, CTA_Q> name."""
     m = re.search(r"Li(\d+)EEEvNS_10AttnParams", name)
     assert m, f"unexpected attention kernel name {name}"
     return int(m.group(1))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("pv", list(PV_FILES))
-def test_attention_sass(built, arch, d, pv):
-    if pv in FP8 and arch < 89:
-        pytest.skip("FP8 P·V needs sm_89+: on this arch the kernel body is a trap (host refuses the variant)")
-    out, tool = built
-    obj = out / "obj" / f"instantiations__attn_hd{d}_{pv}.cu.o"
-    assert obj.exists(), f"missing object {obj.name}"
-    for name, sass in _attn_kernels(_sass(tool, obj, arch)).items():
-        # 64-row CTAs on the ~100 KB shared-memory arches are a trap, never launched (attn_kernel.cuh)
-        if arch in (86, 89, 120) and _cta_rows(name) == 64:
+@pytest.mark.parametrize("config, arch", list(_sass_cases()))
+def test_attention_sass(built, config, arch):
+    obj = _object(built, build.instantiation_path(config, TABLE))
+    kernels = {n: sass for n, sass in _sass(built, obj, arch).items() if f"{config['family']}_kernel" in n}
+    assert kernels, f"no {config['family']} kernel in {obj.name}"
+    for name, sass in kernels.items():
+        if config["family"] == "w16" and arch in SMALL_SMEM_ARCHS and _cta_rows(name) == 64:
             continue
-        _check_attention_sass(sass, arch, d, pv)
-
-
-@pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("pv", ["fp16", "int8"])
-def test_w32_sass(built, d, pv):
-    """The 32-row-warp kernel (attn_w32.cuh): the real thing on sm_90a, a trap elsewhere."""
-    out, tool = built
-    obj = out / "obj" / f"instantiations__attn_w32_hd{d}_{pv}.cu.o"
-    assert obj.exists(), f"missing object {obj.name}"
-    for arch in ARCHS:
-        found = {n: sass for n, sass in _sass(tool, obj, arch).items() if "attn_w32_kernel" in n}
-        assert len(found) == 1, f"sm_{arch}: expected one 32-row-warp kernel, found {list(found)}"
-        if arch == 90:
-            _check_attention_sass(next(iter(found.values())), arch, d, pv)
+        _check_attention_sass(sass, arch, config["head_dim"], config["pv"])
 
 
 def _check_attention_sass(sass: str, arch: int, d: int, pv: str) -> None:
     ops = re.findall(r"^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass, re.M)
     mnemonics = set(op.split(".")[0] for op in ops)
     assert "IMMA" in mnemonics, f"sm_{arch} hd{d} {pv}: INT8 Q·Kᵀ did not assemble to IMMA"
-    if pv in ("fp16", "fp16acc16"):
+    if pv in ("fp16", "fp16-acc16"):
         assert "HMMA" in mnemonics, f"sm_{arch} hd{d} {pv}: FP16 P·V did not assemble to HMMA"
     if pv == "int8":
         imma = [op for op in ops if op.startswith("IMMA")]
@@ -135,8 +138,7 @@ def _check_attention_sass(sass: str, arch: int, d: int, pv: str) -> None:
 
 
 def test_no_spills_reported(built):
-    out, _ = built
-    log = (out / "ptxas.log").read_text()
+    log = (built[0] / "ptxas.log").read_text()
     entries = re.findall(r"Compiling entry function '(\S+)' for '(sm_\w+)'.*?(\d+) bytes spill stores, (\d+) bytes spill loads",
                          log, re.S)
     assert entries, "ptxas -v report missing"
@@ -145,7 +147,7 @@ def test_no_spills_reported(built):
 
 
 def test_quant_kernels_built(built):
-    out, tool = built
-    names = " ".join(_sass(tool, out / "obj" / "quant_kernels.cu.o", 90))
-    for kernel in ("quant_int8_kernel", "v_quant_kernel", "k_partial_sum_kernel", "v_to_f16_kernel"):
-        assert kernel in names, f"{kernel} missing from quant_kernels.cu"
+    names = " ".join(_sass(built, _object(built, "quant/quant.cu"), 90))
+    for kernel in ("quant_int8_kernel", "v_quant_kernel", "token_partial_sum_kernel", "token_mean_kernel",
+                   "v_amax_kernel", "v_to_f16_kernel"):
+        assert kernel in names, f"{kernel} missing from quant/quant.cu"

@@ -12,15 +12,6 @@ __device__ __forceinline__ uint32_t pack_half2(float x0, float x1) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
-// Four values of P in [0,1] to round(P*255) as u8 (round to nearest even), x0 in byte 0.
-__device__ __forceinline__ uint32_t pack_u8x4(float x0, float x1, float x2, float x3) {
-  const uint32_t b0 = min(__float2uint_rn(x0 * 255.f), 255u);
-  const uint32_t b1 = min(__float2uint_rn(x1 * 255.f), 255u);
-  const uint32_t b2 = min(__float2uint_rn(x2 * 255.f), 255u);
-  const uint32_t b3 = min(__float2uint_rn(x3 * 255.f), 255u);
-  return b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
-}
-
 // Integer <-> float through the fp32 mantissa ("magic number"), full-rate ALU instead of the
 // quarter-rate I2F/F2I conversion pipe (which shares its 16/clk/SM budget with the exp2 unit).
 // 0x4B400000 is 1.5*2^23: for |x| < 2^22 the bit pattern kMagicI + x *is* the float 1.5*2^23 + x,

@@ -1,6 +1,6 @@
-// Score masking shared by attn_kernel.cuh and attn_w32.cuh.
+// Score masking of an m16 tile of mma.sync accumulators (both mma_sync kernels).
 #pragma once
-#include "params.h"
+#include "common/params.h"
 
 namespace cs {
 

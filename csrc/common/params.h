@@ -1,4 +1,5 @@
-// Kernel parameter structs (plain data, no torch). Passed by value as __grid_constant__.
+// Kernel parameter structs of every family (plain data, no torch), passed by value as
+// __grid_constant__. The quantized operands are laid out by the quantization passes (quant/).
 #pragma once
 #include <cstdint>
 
@@ -10,7 +11,10 @@ struct AttnParams {
   const int8_t* k8;       // (B, Hkv, Lk_pad, D) int8, K - mean(K)
   const float* k_scale;   // (B, Hkv, k_scales_per_head)
   const void* v;          // fp16 modes: (B, Hkv, Lk_pad, D) half; 8-bit modes: (B, Hkv, D, Lk_pad) bytes
-  const float* v_scale;   // (B, Hkv, D), 8-bit modes only
+  // 8-bit modes: (B, Hkv, 2, D): V's per-channel scale, then (INT8 P·V) the per-channel mean
+  // subtracted before quantizing, which the epilogue adds back (zeros without V smoothing). One
+  // pointer for both: a second one live through the main loop spilled on sm_90a.
+  const float* v_scale;
   void* o;                // output, q's layout, strides in elements
   int64_t o_sb, o_sh, o_sn;
   int out_bf16;

@@ -1,5 +1,5 @@
-// Shared vocabulary of the native library: modes as enum classes, small constexpr helpers.
-// No torch, no host-side process killing: every host entry point returns an error code.
+// Shared vocabulary of the native library: modes as enum classes, tile shapes, small constexpr
+// helpers. No torch, no host-side process killing: every host entry point returns an error code.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -11,10 +11,12 @@ namespace cs {
 // Codes shared with the C ABI (comfy_sage.h). Values are stable: Python passes them as ints.
 enum class PV : int { FP16 = 0, FP8 = 1, FP8_ACC16 = 2, INT8 = 3, FP16_ACC16 = 4 };
 enum class Gran : int { PER_THREAD = 0, PER_WARP = 1, PER_BLOCK = 2 };
-enum class DType : int { F16 = 0, BF16 = 1 };
+// Kernel families (CS_FAMILY_* in comfy_sage.h). AUTO is resolved by abi.cu, never launched.
+enum class Family : int { AUTO = 0, W16 = 1, W32 = 2, SM90 = 3 };
 
 constexpr int kNumPV = 5;
 constexpr int kNumGran = 3;
+constexpr int kNumFamily = 4;
 
 // P·V modes whose V operand is 8-bit (stored transposed, token-permuted, per-channel scaled).
 __host__ __device__ constexpr bool pv_is_8bit(PV m) { return m == PV::FP8 || m == PV::FP8_ACC16 || m == PV::INT8; }
@@ -27,5 +29,14 @@ __host__ __device__ constexpr float pv_v_target(PV m) { return m == PV::INT8 ? 1
 constexpr int pv_min_arch(PV m) { return pv_is_fp8(m) ? 89 : 80; }
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// The tiles a kernel family quantizes with (per (family, arch, head dim, mode): each family's
+// traits say which). Q is padded to blk_q rows and K/V to blk_k tokens; PER_BLOCK Q scales
+// cover blk_q rows, PER_WARP and PER_THREAD Q scales warp_q rows, K scales one blk_k block.
+struct TileShape {
+  int blk_q;   // query rows per quantization tile (the Q padding)
+  int warp_q;  // query rows per warp-level scale tile (the MMA's m extent the fragment follows)
+  int blk_k;   // kv tokens per main-loop step (the K/V padding)
+};
 
 }  // namespace cs

@@ -1,24 +1,20 @@
-// Declarations of the explicitly instantiated attention launchers (instantiations/*.cu).
+// Host entry points of the mma.sync family, as the dispatch table (instances.h, abi.cu) names
+// them: the kernel launchers (cs::Launcher), each explicitly instantiated once per configuration
+// of configs.json in a generated file of mma_sync/instantiations/, the tiles, and the pipeline.
 #pragma once
-#include <cstdlib>
-#include <cstring>
-#include "common.cuh"
-#include "params.h"
+#include "common/types.h"
+#include "common/params.h"
+#include "mma_sync/pipeline.h"
+#include "mma_sync/traits.h"
 
-namespace cs {
-// The kernel of every arch (attn_kernel.cuh), one file per (head dim, P·V mode).
+namespace cs::mma_sync {
+
+// 16-row warps: every arch the library is built for, every P·V mode (FP8 modes from sm_89).
 template <int D, PV MODE>
-cudaError_t launch_attn(const AttnParams& p, cudaStream_t stream);
+cudaError_t launch_w16(const AttnParams& p, int arch, cudaStream_t stream);
 
-// The 32-row-warp kernel (attn_w32.cuh), for these modes on sm_90; own files (own ptxas options).
-__host__ __device__ constexpr bool w32_mode(PV m) { return m == PV::FP16 || m == PV::INT8; }
+// 32-row warps: sm_90, FP16 and INT8 P·V.
 template <int D, PV MODE>
-cudaError_t launch_w32(const AttnParams& p, cudaStream_t stream);
+cudaError_t launch_w32(const AttnParams& p, int arch, cudaStream_t stream);
 
-// COMFY_SAGE_CUDA_KERNEL=w16: run the 16-row kernel on sm_90 as well (tests of the kernel the
-// other arches run, on a Hopper machine). Read at each launch: a test may switch it.
-inline bool force_w16() {
-  const char* v = std::getenv("COMFY_SAGE_CUDA_KERNEL");
-  return v != nullptr && std::strcmp(v, "w16") == 0;
-}
-}  // namespace cs
+}  // namespace cs::mma_sync

@@ -1,82 +1,30 @@
-// INT8 Q·Kᵀ attention with mma.sync, one P·V mode per instantiation.
+// The mainloop of the 16-row-warp kernel (family w16): INT8 Q·Kᵀ with mma.sync and one P·V mode
+// per instantiation, on every arch.
 //
-// CTA: 64 or 128 query rows (launch_attn picks by shared memory per SM), warps of 16 rows (one
-// m16 tile each); the KV sequence is walked in blocks of BLK_K=64, K and V double-buffered by
-// cp.async, and Q·Kᵀ of the next block is issued before the softmax of the current one. Q
+// CTA: 64 or 128 query rows (traits.h w16_cta_q), warps of 16 rows (one m16 tile each); the KV
+// sequence is walked in blocks of BLK_K=64, K and V double-buffered by cp.async, and Q·Kᵀ of the
+// next block is issued before the softmax of the current one (where traits.h w16_pipelined). Q
 // fragments are re-read from smem each k32 step. Scores are in base-2 units (sm_scale*log2e
 // folded into the Q scale), exp2 on MUFU; int32 results convert to float through the mantissa
-// (convert.cuh), not the quarter-rate I2F. This is the kernel of every arch; on sm_90 FP16 and
-// INT8 P·V run the 32-row-warp kernel of attn_w32.cuh instead. Roles: params.h (no torch),
-// tiles.h (quantization tiles), this file (mainloop + epilogue + launch), instantiations/*.cu
-// (one file per variant; each holds the 64- and 128-row kernels). Measurements: NOTES.md.
+// (convert.cuh), not the quarter-rate I2F. Measurements: NOTES.md.
 #pragma once
-#include "common.cuh"
-#include "tiles.h"
-#include "params.h"
-#include "memory.cuh"
-#include "mma.cuh"
-#include "convert.cuh"
-#include "attn_launch.h"
-#include "epilogue.cuh"
-#include "mask.cuh"
+#include "common/types.h"
+#include "common/params.h"
+#include "common/memory.cuh"
+#include "common/mma.cuh"
+#include "common/convert.cuh"
+#include "common/mask.cuh"
+#include "mma_sync/traits.h"
+#include "mma_sync/softmax.cuh"
+#include "mma_sync/epilogue.cuh"
 
-namespace cs {
+namespace cs::mma_sync {
 
-// CTA_Q: query rows per CTA. The quantization tile (tiles.h, blk_q = 128: Q padding and
-// PER_BLOCK scales) stays 128 rows; a CTA may cover half of it. 64-row CTAs (4 warps) run two
-// per SM where shared memory allows: two independent CTAs drift out of phase, so one's
-// softmax (MUFU/ALU) overlaps the other's MMAs, which 8 warps behind one barrier could not.
-template <int D, PV MODE, int CTA_Q>
-struct AttnCfg {
-  static_assert(D == 64 || D == 128, "head_dim: the mma.sync kernels support 64 and 128");
-  static constexpr TileShape T = tiles_for(D, MODE, 80);
-  static constexpr int BLK_Q = CTA_Q, WARP_Q = T.warp_q, BLK_K = T.blk_k;
-  static_assert(T.blk_q % CTA_Q == 0, "a CTA covers a whole number of CTAs per quantization tile");
-  static_assert((BLK_Q == 128 || BLK_Q == 64) && WARP_Q == 16 && BLK_K == 64,
-                "the fragment code below assumes 64|128 / 16 / 64");
-  // 255 registers x 128 threads x 2 CTAs fit the 64K register file without a min-CTAs hint (with
-  // the hint, sm_120a spilled 12-44 B at D=128). INT8 P·V fits three 64-row CTAs (168
-  // registers on sm_90a, no spills; FP16 P·V spilled 40-120 B, INT8 on sm_80 100 B): 12 warps per SM.
-#if defined(CS_INT8_MIN_CTAS)
-  static constexpr int INT8_MIN_CTAS = CS_INT8_MIN_CTAS;  // A/B switch for measurements
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
-  static constexpr int INT8_MIN_CTAS = 3;
-#else
-  static constexpr int INT8_MIN_CTAS = 1;
-#endif
-  static constexpr int MIN_CTAS = (BLK_Q == 64 && MODE == PV::INT8) ? INT8_MIN_CTAS : 1;
-  static constexpr int WARPS = BLK_Q / WARP_Q;
-  static constexpr int THREADS = WARPS * 32;
-  static constexpr int NS = BLK_K / 8;     // n8 tiles of S
-  static constexpr int NO = D / 8;         // n8 tiles of O
-  static constexpr int KQ = D / 32;        // k32 steps of Q·Kᵀ
-  static constexpr bool V8 = pv_is_8bit(MODE);
-  static constexpr int QK_CHUNKS = D / 16;                 // 16-byte chunks per Q/K row
-  static constexpr int V_ROWS = V8 ? D : BLK_K;            // V^T rows = channels; V rows = tokens
-  static constexpr int V_CHUNKS = V8 ? BLK_K / 16 : D / 8; // 16-byte chunks per V row
-  static constexpr int Q_BYTES = BLK_Q * D;
-  static constexpr int K_BYTES = BLK_K * D;
-  static constexpr int V_BYTES = V_ROWS * V_CHUNKS * 16;
-  static constexpr int SMEM = Q_BYTES + 2 * (K_BYTES + V_BYTES);
-  static_assert(NS % 4 == 0, "8-bit P·V consumes S in k32 steps (4 n8 tiles)");
-};
-
-// Where the register file allows (sm_90: no spills), int32 MMA accumulators start at kMagicI
-// (convert.cuh) and convert with one FADD; elsewhere they start at 0 (+ IADD kMagicI): the 32
-// live constants spilled on sm_120a.
-__host__ __device__ constexpr int acc_init() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
-  return kMagicI;
-#else
-  return 0;
-#endif
-}
-
-// Q·Kᵀ of one 64-key block into int32 accumulators started at kAccInit, so
-// S converts to float with one exact FADD instead of a quarter-rate I2F.
+// Q·Kᵀ of one 64-key block into int32 accumulators started at C::ACC_INIT, so
+// S converts to float with one exact FADD (and an IADD where ACC_INIT is 0), not an I2F.
 template <class C>
 __device__ __forceinline__ void qk_block(int (&sacc)[C::NS][4], uint32_t sQ, uint32_t sK, int warp, int lane) {
-  constexpr int kAccInit = acc_init();
+  constexpr int kAccInit = C::ACC_INIT;
 #pragma unroll
   for (int j = 0; j < C::NS; ++j)
 #pragma unroll
@@ -102,27 +50,17 @@ __device__ __forceinline__ void qk_block(int (&sacc)[C::NS][4], uint32_t sQ, uin
 }
 
 template <int D, PV MODE, int CTA_Q>
-__device__ __forceinline__ void attn_cta(const AttnParams& p) {
-  using C = AttnCfg<D, MODE, CTA_Q>;
+__device__ __forceinline__ void w16_cta(const AttnParams& p) {
+  using C = W16Cfg<D, MODE, CTA_Q>;
   constexpr int NS = C::NS, NO = C::NO;
-  constexpr int kAccInit = acc_init(), kAccBias = kMagicI - kAccInit;
+  constexpr int kAccInit = C::ACC_INIT, kAccBias = kMagicI - kAccInit;
   // 8-bit P: the static P scale is folded into the exponent (P·PS = exp2(s - m + log2 PS)), so
   // l sums P·PS and the epilogue divides by PS once.
   constexpr float PS = pv_p_scale(MODE);
   constexpr float PS_LOG2 = MODE == PV::INT8 ? 7.99435343685885793f : (C::V8 ? 8.80735492205760410f : 0.f);
   static_assert(MODE != PV::INT8 || PS == 255.f, "PS_LOG2 is log2(255)");
   static_assert(!pv_is_fp8(MODE) || PS == 448.f, "PS_LOG2 is log2(448)");
-#if defined(CS_NO_QK_PIPELINE)
-  constexpr bool PIPE = false;  // A/B switch for measurements
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
-  // FP8 mma.sync is lowered to HMMA on sm_90 (correctness only there); pipelined it spills.
-  constexpr bool PIPE = !pv_is_fp8(MODE);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1200
-  // sm_120a allocates differently: pipelined at D=128 it spilled 4-28 B (fp8, int8, fp16-acc16).
-  constexpr bool PIPE = D == 64;
-#else
-  constexpr bool PIPE = true;
-#endif
+  constexpr bool PIPE = C::PIPE;
   // 8-bit modes fold O's rescale by alpha into adding the block's fresh tile (one FFMA).
   constexpr bool FUSE_ALPHA = C::V8;
   extern __shared__ __align__(128) uint8_t smem[];
@@ -177,12 +115,14 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
   const float qs = p.q_scale[(int64_t)(b * p.Hq + h) * p.q_scales_per_head +
                              (wq0 / p.q_scale_rows) * p.q_groups + (g % p.q_groups)] * p.sm_scale_log2;
 
-  float o[NO][4];
+  float o_tile[1][NO][4], m_tile[1][2] = {{-INFINITY, -INFINITY}}, l_tile[1][2] = {{0.f, 0.f}};
+  auto& o = o_tile[0];  // one m16 tile per warp (the epilogue takes a warp's tiles)
+  auto& m_run = m_tile[0];
+  auto& l_run = l_tile[0];
 #pragma unroll
   for (int n = 0; n < NO; ++n)
 #pragma unroll
     for (int i = 0; i < 4; ++i) o[n][i] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
 
   int sacc[NS][4];
   qk_block<C>(sacc, sQ, sK0, warp, lane);
@@ -213,27 +153,9 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
 
     // ---- online softmax of S(kb) ----
     float alpha[2];
+    bool raised = false;  // unused here: the 16-row kernel always rescales
 #pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < NS; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * hf], s[j][2 * hf + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m_run[hf], mx);
-      const float m_use = (m_new == -INFINITY) ? 0.f : m_new;  // no key seen yet: exp2 gives 0, not NaN
-      alpha[hf] = ex2(m_run[hf] - m_use);
-      m_run[hf] = m_new;
-      const float sub = m_use - PS_LOG2;
-      float sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < NS; ++j) {
-        s[j][2 * hf] = ex2(s[j][2 * hf] - sub);
-        s[j][2 * hf + 1] = ex2(s[j][2 * hf + 1] - sub);
-        sum += s[j][2 * hf] + s[j][2 * hf + 1];
-      }
-      l_run[hf] = l_run[hf] * alpha[hf] + sum;
-    }
+    for (int hf = 0; hf < 2; ++hf) alpha[hf] = online_softmax(s, hf, 1.f, PS_LOG2, m_run[hf], l_run[hf], raised);
     // ---- O += P·V ----
     if constexpr (!FUSE_ALPHA) {
 #pragma unroll
@@ -343,64 +265,8 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p) {
   }
 
   // ---- epilogue ----
-  const float* vscale = p.v_scale + (int64_t)bhk * D;
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) store_row_half<D, MODE>(p, b, h, wq0 + g + hf * 8, t, hf, o, l_run[hf], m_run[hf], vscale);
+  const float* vscale = C::V8 ? p.v_scale + (int64_t)bhk * 2 * D : nullptr;  // then the V means
+  store_tile<D, MODE, 1>(p, b, h, wq0, g, t, o_tile, l_tile, m_tile, vscale);
 }
 
-// 128-row CTAs: one per SM (two 8-warp CTAs at 128 regs spilled 100-240 B at D=128).
-// 64-row CTAs: two per SM at the same 255 registers per thread, only where two FP16-V CTAs fit
-// in shared memory (sm_80, sm_90); on the ~100 KB arches the host never launches them, and
-// their body is a stub (compiled there, they spilled 12-44 B on sm_120a).
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 870 || __CUDA_ARCH__ == 890 || __CUDA_ARCH__ >= 1200)
-constexpr bool kSmallSmemArch = true;
-#else
-constexpr bool kSmallSmemArch = false;
-#endif
-
-template <int D, PV MODE, int CTA_Q>
-__global__ void __launch_bounds__(AttnCfg<D, MODE, CTA_Q>::THREADS, AttnCfg<D, MODE, CTA_Q>::MIN_CTAS)
-attn_kernel(const __grid_constant__ AttnParams p) {
-  if constexpr (kSmallSmemArch && CTA_Q == 64) __trap();
-  else attn_cta<D, MODE, CTA_Q>(p);
-}
-
-template <int D, PV MODE, int CTA_Q>
-cudaError_t launch_cta(const AttnParams& p, cudaStream_t stream) {
-  using C = AttnCfg<D, MODE, CTA_Q>;
-  auto kernel = attn_kernel<D, MODE, CTA_Q>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-  if (err != cudaSuccess) return err;
-  const dim3 grid(p.Lq_pad / C::BLK_Q, p.Hq, p.B);
-  kernel<<<grid, C::THREADS, C::SMEM, stream>>>(p);
-  return cudaGetLastError();
-}
-
-// On sm_90, FP16 and INT8 P·V run the 32-row-warp kernel (attn_w32.cuh; its instantiations are
-// in their own files, compiled with their own ptxas options). Elsewhere, and for the other modes:
-// 64-row CTAs where two FP16-V CTAs fit in one SM's shared memory (sm_80, sm_90: 164/228 KB),
-// else 128-row CTAs (sm_86/89/120 at ~100 KB: one 4-warp CTA per SM would idle the SM). The
-// test is the same for every mode so that each arch uses one CTA shape (see kSmallSmemArch).
-// The environment variable COMFY_SAGE_CUDA_KERNEL=w16 forces the 16-row kernel on sm_90 too, so
-// that the kernel the other arches run is tested on a Hopper machine.
-template <int D, PV MODE>
-cudaError_t launch_attn(const AttnParams& p, cudaStream_t stream) {
-#ifdef CS_CTA_Q
-  return launch_cta<D, MODE, CS_CTA_Q>(p, stream);  // A/B switch for measurements
-#else
-  int dev = 0, smem_sm = 0, major = 0, minor = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-  if (err != cudaSuccess) return err;
-  if constexpr (w32_mode(MODE)) {
-    if (major == 9 && minor == 0 && !force_w16()) return launch_w32<D, MODE>(p, stream);
-  }
-  constexpr int kReservedPerCta = 1024;  // the runtime's own shared memory per CTA (sm_80+)
-  if (2 * (AttnCfg<D, PV::FP16, 64>::SMEM + kReservedPerCta) <= smem_sm) return launch_cta<D, MODE, 64>(p, stream);
-  return launch_cta<D, MODE, 128>(p, stream);
-#endif
-}
-
-}  // namespace cs
+}  // namespace cs::mma_sync

@@ -1,9 +1,9 @@
-// INT8 Q·Kᵀ attention with 32-row warps: the kernel of FP16 and INT8 P·V on sm_90 (NOTES.md v5).
+// The mainloop of the 32-row-warp kernel (family w32): FP16 and INT8 P·V on sm_90 (NOTES.md v5).
 //
 // CTA: 128 query rows = 4 warps x 32 rows (two m16 tiles per warp share every ldmatrix'd K and V
 // fragment: half the shared-memory reads per query row of the 16-row kernel), 64-key blocks, K and
 // V double-buffered by cp.async one block ahead, one barrier per block, two CTAs per SM. The
-// numerics are attn_kernel.cuh's (same quantized inputs, same rounding points), so both are
+// numerics are mainloop_w16.cuh's (same quantized inputs, same rounding points), so both are
 // checked against the same reference. What keeps it at about 1000 instructions per warp and
 // block (the first 32-row attempt, NOTES.md v4, issued 1600-1850):
 //  - ldmatrix addresses are per-lane bases XORed with compile-time constants: with the swizzle
@@ -15,39 +15,21 @@
 //  - FP16 P·V skips O's rescale when no row of the warp raised its max (most blocks after the
 //    first few).
 // It fits 255 registers at head dim 128 without spills only as compiled: INT8 at ptxas -O3, FP16
-// at -O1 (comfy_sage/build.py FILE_FLAGS); tests/test_sass.py fails if that changes.
+// at -O1 (csrc/configs.json "ptxas"); tests/test_sass.py fails if that changes.
 #pragma once
 #include <cfloat>
 #include <type_traits>
-#include "common.cuh"
-#include "tiles.h"
-#include "params.h"
-#include "memory.cuh"
-#include "mma.cuh"
-#include "convert.cuh"
-#include "attn_launch.h"
-#include "epilogue.cuh"
-#include "mask.cuh"
+#include "common/types.h"
+#include "common/params.h"
+#include "common/memory.cuh"
+#include "common/mma.cuh"
+#include "common/convert.cuh"
+#include "common/mask.cuh"
+#include "mma_sync/traits.h"
+#include "mma_sync/softmax.cuh"
+#include "mma_sync/epilogue.cuh"
 
-namespace cs {
-
-template <int D, PV MODE>
-struct W32Cfg {
-  static_assert(D == 64 || D == 128, "head_dim: the mma.sync kernels support 64 and 128");
-  static_assert(MODE == PV::FP16 || MODE == PV::INT8, "32-row warps: FP16 and INT8 P·V");
-  static constexpr TileShape T = tiles_for(D, MODE, 80);
-  static_assert(T.blk_q == 128 && T.warp_q == 16 && T.blk_k == 64, "the fragment code assumes these tiles");
-  static constexpr int BLK_Q = 128, WARP_Q = 32, THREADS = 128, BLK_K = 64;
-  static constexpr int MT = 2, NS = BLK_K / 8, NO = D / 8, KQ = D / 32;
-  static constexpr bool V8 = MODE == PV::INT8;
-  static constexpr int QK_ROW = D;                   // bytes per Q/K row
-  static constexpr int V_ROW = V8 ? BLK_K : 2 * D;   // bytes per V^T row (channel) / V row (token)
-  static constexpr int V_ROWS = V8 ? D : BLK_K;
-  static constexpr int Q_BYTES = BLK_Q * QK_ROW, K_BYTES = BLK_K * QK_ROW, V_BYTES = V_ROWS * V_ROW;
-  static constexpr int ALIGN = 256;  // the XOR addressing below needs 256-byte aligned buffers
-  static constexpr int QS_BYTES = MT * THREADS * 4;  // the Q scales, parked (see below)
-  static constexpr int SMEM = Q_BYTES + 2 * (K_BYTES + V_BYTES) + QS_BYTES + ALIGN;
-};
+namespace cs::mma_sync {
 
 // Per-lane byte offset of an ldmatrix.x4 fragment in a swizzled tile (swz in memory.cuh) whose
 // 16-row fragment starts at row 0 and chunk 0: rows (lane&7) + 8*rbit, chunk cbit. Fragment
@@ -61,7 +43,7 @@ __device__ __forceinline__ uint32_t frag_off(int lane, int rbit, int cbit) {
 }
 
 template <int D, PV MODE>
-__device__ __forceinline__ void attn_w32_cta(const AttnParams& p) {
+__device__ __forceinline__ void w32_cta(const AttnParams& p) {
   using C = W32Cfg<D, MODE>;
   constexpr int MT = C::MT, NS = C::NS, NO = C::NO;
   constexpr float PS = pv_p_scale(MODE);
@@ -187,28 +169,7 @@ __device__ __forceinline__ void attn_w32_cta(const AttnParams& p) {
       // score is ~0 either way (uniform attention, as the reference computes it).
       const float f = fmaxf(ld_shared_f32(sQS + (m * C::THREADS + tid) * 4) * ks, FLT_MIN);
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < NS; ++j) mx = fmaxf(mx, fmaxf(s[m][j][2 * hf], s[m][j][2 * hf + 1]));
-        mx *= f;  // this thread's keys share f (PER_THREAD K scales differ between the 4 lanes of a row)
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m_run[m][hf], mx);
-        const float m_use = (m_new == -INFINITY) ? 0.f : m_new;  // no key seen yet: exp2 gives 0, not NaN
-        alpha[m][hf] = ex2(m_run[m][hf] - m_use);
-        rescale |= m_new != m_run[m][hf];
-        m_run[m][hf] = m_new;
-        const float sub = m_use - PS_LOG2;  // 8-bit P: P*PS = exp2(s - m + log2 PS)
-        float sum = 0.f;
-#pragma unroll
-        for (int j = 0; j < NS; ++j) {
-          s[m][j][2 * hf] = ex2(fmaf(s[m][j][2 * hf], f, -sub));
-          s[m][j][2 * hf + 1] = ex2(fmaf(s[m][j][2 * hf + 1], f, -sub));
-          sum += s[m][j][2 * hf] + s[m][j][2 * hf + 1];
-        }
-        l_run[m][hf] = l_run[m][hf] * alpha[m][hf] + sum;
-      }
+      for (int hf = 0; hf < 2; ++hf) alpha[m][hf] = online_softmax(s[m], hf, f, PS_LOG2, m_run[m][hf], l_run[m][hf], rescale);
     }
 
     // ---- O += P·V ----
@@ -281,37 +242,8 @@ __device__ __forceinline__ void attn_w32_cta(const AttnParams& p) {
   for (; kb < nkb; ++kb) step(kb, std::true_type{});
 
   // ---- epilogue ----
-  const float* vscale = p.v_scale + (int64_t)bhk * D;
-#pragma unroll
-  for (int m = 0; m < MT; ++m)
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf)
-      store_row_half<D, MODE>(p, b, h, wq0 + m * 16 + g + hf * 8, t, hf, o[m], l_run[m][hf], m_run[m][hf], vscale);
+  const float* vscale = C::V8 ? p.v_scale + (int64_t)bhk * 2 * D : nullptr;  // then the V means
+  store_tile<D, MODE, MT>(p, b, h, wq0, g, t, o, l_run, m_run, vscale);
 }
 
-// Compiled for sm_90a only, where it was measured (NOTES.md v5); elsewhere a stub, never launched.
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ == 900
-constexpr bool kW32Arch = true;
-#else
-constexpr bool kW32Arch = false;
-#endif
-
-template <int D, PV MODE>
-__global__ void __launch_bounds__(W32Cfg<D, MODE>::THREADS) attn_w32_kernel(const __grid_constant__ AttnParams p) {
-  if constexpr (!kW32Arch) __trap();
-  else attn_w32_cta<D, MODE>(p);
-}
-
-// Two CTAs per SM: 255 registers x 128 threads x 2 = the register file; 2 x 65 KB of shared memory.
-template <int D, PV MODE>
-cudaError_t launch_w32(const AttnParams& p, cudaStream_t stream) {
-  using C = W32Cfg<D, MODE>;
-  auto kernel = attn_w32_kernel<D, MODE>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-  if (err != cudaSuccess) return err;
-  const dim3 grid(p.Lq_pad / C::BLK_Q, p.Hq, p.B);
-  kernel<<<grid, C::THREADS, C::SMEM, stream>>>(p);
-  return cudaGetLastError();
-}
-
-}  // namespace cs
+}  // namespace cs::mma_sync

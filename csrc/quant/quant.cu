@@ -1,9 +1,8 @@
-// Fused quantization passes that feed the attention kernel (one pass over Q, one over K
-// after a small mean reduction, one over V after a per-channel amax). Rounding follows
+// Fused quantization passes that feed the attention kernels (one pass over Q, one over K
+// after a small mean reduction, one over V after a per-channel mean (V smoothing) and amax). Rounding follows
 // comfy_sage/quant.py: scale = amax/qmax (1 for an all-zero group), q = rni(x / scale), saturated.
-#include "quant_kernels.h"
-#include "convert.cuh"
-#include "memory.cuh"
+#include "quant/quant.h"
+#include "common/convert.cuh"
 
 namespace cs {
 
@@ -11,8 +10,8 @@ namespace {
 
 constexpr int kQuantThreads = 256;
 
-// K mean, stage 1: partial sums over chunks of kMeanChunk tokens. grid (chunks, H, B), D threads.
-__global__ void k_partial_sum_kernel(const void* x, int64_t sb, int64_t sh, int64_t sn, int bf16, int N, int D,
+// Token mean, stage 1: partial sums over chunks of kMeanChunk tokens. grid (chunks, H, B), D threads.
+__global__ void token_partial_sum_kernel(const void* x, int64_t sb, int64_t sh, int64_t sn, int bf16, int N, int D,
                                      float* partial) {
   const int b = blockIdx.z, h = blockIdx.y, ch = blockIdx.x, H = gridDim.y, nch = gridDim.x;
   const int d = threadIdx.x;
@@ -27,8 +26,8 @@ __global__ void k_partial_sum_kernel(const void* x, int64_t sb, int64_t sh, int6
   partial[((int64_t)(b * H + h) * nch + ch) * D + d] = acc;
 }
 
-// K mean, stage 2: fixed-order sum of the partials (deterministic). grid (H, B), D threads.
-__global__ void k_mean_kernel(const float* partial, int nch, int N, int D, float* mean) {
+// Token mean, stage 2: fixed-order sum of the partials (deterministic). grid (H, B), D threads.
+__global__ void token_mean_kernel(const float* partial, int nch, int N, int D, float* mean) {
   const int bh = blockIdx.y * gridDim.x + blockIdx.x, d = threadIdx.x;
   float acc = 0.f;
   for (int c = 0; c < nch; ++c) acc += partial[((int64_t)bh * nch + c) * D + d];
@@ -114,49 +113,63 @@ __global__ void __launch_bounds__(kQuantThreads) v_to_f16_kernel(const void* x, 
   }
 }
 
-// Per-channel amax of V over chunks of tokens. grid (chunks, H, B), D threads; amax (B,H,D) zeroed first.
+// Per-channel amax of V (minus its mean, when smoothed) over chunks of tokens. grid (chunks, H, B),
+// D threads; amax (B,H,D) zeroed first.
 __global__ void v_amax_kernel(const void* x, int64_t sb, int64_t sh, int64_t sn, int bf16, int N, int D,
-                              unsigned int* amax) {
+                              const float* vmean, unsigned int* amax) {
   const int b = blockIdx.z, h = blockIdx.y, H = gridDim.y, d = threadIdx.x;
   const char* base = reinterpret_cast<const char*>(x) + ((int64_t)b * sb + (int64_t)h * sh) * 2;
   const int n0 = blockIdx.x * kMeanChunk, n1 = min(N, n0 + kMeanChunk);
+  const float mu = vmean ? vmean[(int64_t)(b * H + h) * D + d] : 0.f;
   float m = 0.f;
   for (int n = n0; n < n1; ++n) {
     const char* e = base + ((int64_t)n * sn + d) * 2;
-    m = fmaxf(m, fabsf(bf16 ? __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(e))
-                            : __half2float(*reinterpret_cast<const __half*>(e))));
+    const float val = bf16 ? __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(e))
+                           : __half2float(*reinterpret_cast<const __half*>(e));
+    m = fmaxf(m, fabsf(val - mu));
   }
   atomicMax(amax + (int64_t)(b * H + h) * D + d, __float_as_uint(m));  // non-negative floats order as uints
 }
 
 // Position q (0..15) of a 16-token group holds token perm16(q): the order in which the
-// m16n8k32 A fragment built from the Q·Kᵀ accumulator presents P's keys (see attn_kernel.cuh).
+// m16n8k32 A fragment built from the Q·Kᵀ accumulator presents P's keys (mma_sync/mainloop_w16.cuh).
 __device__ __forceinline__ int perm16(int q) {
   const int t = q >> 2, i = q & 3;
   return (i >> 1) * 8 + 2 * t + (i & 1);
 }
 
-// V to 8-bit, transposed to (B, H, D, N_pad) with tokens permuted within each 16. grid (N_pad/64, H, B).
+// V (minus its mean, when smoothed) to 8-bit, transposed to (B, H, D, N_pad) with tokens permuted
+// within each 16. grid (N_pad/64, H, B). Padding tokens are 0 (their P is 0 too).
 template <PV MODE>
 __global__ void __launch_bounds__(kQuantThreads) v_quant_kernel(const void* x, int64_t sb, int64_t sh, int64_t sn,
                                                                 int bf16, int H, int N, int N_pad, int D,
-                                                                const unsigned int* amax, float* vscale, uint8_t* out) {
+                                                                const float* vmean, const unsigned int* amax,
+                                                                float* vscale, uint8_t* out) {
   __shared__ uint8_t tile[64][128 + 4];
   __shared__ float s_scale[128];
+  __shared__ float s_mean[128];
   const int b = blockIdx.z, h = blockIdx.y, n0 = blockIdx.x * 64, V = D / 8;
   constexpr float target = pv_v_target(MODE);
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     const float a = __uint_as_float(amax[(int64_t)(b * H + h) * D + d]);
     const float sc = a > 0.f ? __fdiv_rn(a, target) : 1.f;
     s_scale[d] = sc;
-    if (blockIdx.x == 0) vscale[(int64_t)(b * H + h) * D + d] = sc;
+    s_mean[d] = vmean ? vmean[(int64_t)(b * H + h) * D + d] : 0.f;
+    if (blockIdx.x == 0) {
+      vscale[(int64_t)(b * H + h) * 2 * D + d] = sc;
+      vscale[(int64_t)(b * H + h) * 2 * D + D + d] = s_mean[d];
+    }
   }
   __syncthreads();
   const char* base = reinterpret_cast<const char*>(x) + ((int64_t)b * sb + (int64_t)h * sh) * 2;
   for (int i = threadIdx.x; i < 64 * V; i += blockDim.x) {
     const int r = i / V, c = (i % V) * 8, n = n0 + r;
     float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (n < N) load8(base + ((int64_t)n * sn + c) * 2, bf16, v);
+    if (n < N) {
+      load8(base + ((int64_t)n * sn + c) * 2, bf16, v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] -= s_mean[c + e];
+    }
 #pragma unroll
     for (int e = 0; e < 8; e += 2) {
       const float a0 = __fdiv_rn(v[e], s_scale[c + e]), a1 = __fdiv_rn(v[e + 1], s_scale[c + e + 1]);
@@ -186,11 +199,11 @@ __global__ void __launch_bounds__(kQuantThreads) v_quant_kernel(const void* x, i
 
 }  // namespace
 
-cudaError_t launch_k_mean(const void* k, int64_t sb, int64_t sh, int64_t sn, int bf16, int B, int H, int N, int D,
-                          float* partial, float* mean, cudaStream_t stream) {
+cudaError_t launch_token_mean(const void* x, int64_t sb, int64_t sh, int64_t sn, int bf16, int B, int H, int N, int D,
+                              float* partial, float* mean, cudaStream_t stream) {
   const int nch = ceil_div(N, kMeanChunk);
-  k_partial_sum_kernel<<<dim3(nch, H, B), D, 0, stream>>>(k, sb, sh, sn, bf16, N, D, partial);
-  k_mean_kernel<<<dim3(H, B), D, 0, stream>>>(partial, nch, N, D, mean);
+  token_partial_sum_kernel<<<dim3(nch, H, B), D, 0, stream>>>(x, sb, sh, sn, bf16, N, D, partial);
+  token_mean_kernel<<<dim3(H, B), D, 0, stream>>>(partial, nch, N, D, mean);
   return cudaGetLastError();
 }
 
@@ -207,16 +220,17 @@ cudaError_t launch_v_f16(const void* v, int64_t sb, int64_t sh, int64_t sn, int 
 }
 
 cudaError_t launch_v_8bit(PV mode, const void* v, int64_t sb, int64_t sh, int64_t sn, int bf16, int B, int H, int N,
-                          int N_pad, int D, unsigned int* amax, float* vscale, void* out, cudaStream_t stream) {
+                          int N_pad, int D, const float* vmean, unsigned int* amax, float* vscale, void* out,
+                          cudaStream_t stream) {
   cudaError_t err = cudaMemsetAsync(amax, 0, sizeof(unsigned int) * B * H * D, stream);
   if (err != cudaSuccess) return err;
-  v_amax_kernel<<<dim3(ceil_div(N, kMeanChunk), H, B), D, 0, stream>>>(v, sb, sh, sn, bf16, N, D, amax);
+  v_amax_kernel<<<dim3(ceil_div(N, kMeanChunk), H, B), D, 0, stream>>>(v, sb, sh, sn, bf16, N, D, vmean, amax);
   const dim3 grid(N_pad / 64, H, B);
   uint8_t* o = reinterpret_cast<uint8_t*>(out);
   switch (mode) {
-    case PV::INT8: v_quant_kernel<PV::INT8><<<grid, kQuantThreads, 0, stream>>>(v, sb, sh, sn, bf16, H, N, N_pad, D, amax, vscale, o); break;
-    case PV::FP8: v_quant_kernel<PV::FP8><<<grid, kQuantThreads, 0, stream>>>(v, sb, sh, sn, bf16, H, N, N_pad, D, amax, vscale, o); break;
-    case PV::FP8_ACC16: v_quant_kernel<PV::FP8_ACC16><<<grid, kQuantThreads, 0, stream>>>(v, sb, sh, sn, bf16, H, N, N_pad, D, amax, vscale, o); break;
+    case PV::INT8: v_quant_kernel<PV::INT8><<<grid, kQuantThreads, 0, stream>>>(v, sb, sh, sn, bf16, H, N, N_pad, D, vmean, amax, vscale, o); break;
+    case PV::FP8: v_quant_kernel<PV::FP8><<<grid, kQuantThreads, 0, stream>>>(v, sb, sh, sn, bf16, H, N, N_pad, D, vmean, amax, vscale, o); break;
+    case PV::FP8_ACC16: v_quant_kernel<PV::FP8_ACC16><<<grid, kQuantThreads, 0, stream>>>(v, sb, sh, sn, bf16, H, N, N_pad, D, vmean, amax, vscale, o); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
