@@ -111,7 +111,7 @@ def _attention_hnd(q, k, v, cfg: QuantConfig, sm_scale: float, is_causal: bool):
         acc = acc * alpha + pv
         m = m_new
 
-    seen = l > 0
+    seen = l != 0  # a query that saw no key has l == 0 (zeros out); a NaN l (a NaN score) stays NaN
     out = acc / torch.where(seen, l, torch.ones_like(l))
     if v_mean is not None:
         out = out + heads(v_mean)  # exact: each row of P / l sums to 1

@@ -288,3 +288,17 @@ def test_variants_for_cuda_on_a_cpu_host_is_an_error():
         comfy_sage.variants("cuda")
     with pytest.raises(ValueError, match=r"device: expected a torch.device or a name"):
         comfy_sage.variants("gpu0")
+
+
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("variant", ["int8qk-fp8pv", "int8qk-int8pv", "int8qk-fp16pv"])
+def test_non_finite_inputs_reach_the_reference_output(variant, where, bad):
+    # float32 SDPA's output is non-finite wherever a NaN/Inf reaches it; the reference's must be too
+    # (a NaN in K made its "no key seen" rule return zeros for the whole head).
+    q, k, v = qkv(n=40, dtype=torch.bfloat16)
+    {"q": q, "k": k, "v": v}[where][0, 1, 7, 3] = bad
+    want = ~torch.isfinite(F.scaled_dot_product_attention(q.float(), k.float(), v.float()))
+    got = ~torch.isfinite(sageattn(q, k, v, backend="reference", variant=variant).float())
+    assert want.any() and (got | ~want).all(), (int(want.sum()), int(got.sum()))
+
