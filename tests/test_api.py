@@ -302,3 +302,16 @@ def test_non_finite_inputs_reach_the_reference_output(variant, where, bad):
     got = ~torch.isfinite(sageattn(q, k, v, backend="reference", variant=variant).float())
     assert want.any() and (got | ~want).all(), (int(want.sum()), int(got.sum()))
 
+
+
+def test_the_reference_does_not_import_the_backends():
+    """The numerics specification depends on the call description and quantization only."""
+    import ast
+    from pathlib import Path
+
+    import comfy_sage.reference as ref
+
+    tree = ast.parse(Path(ref.__file__).read_text())
+    modules = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    modules += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert modules and not any("backends" in m for m in modules), modules

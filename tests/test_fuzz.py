@@ -21,6 +21,8 @@ from comfy_sage import api, available_backends, log, sageattn
 from comfy_sage.accuracy import errors
 from comfy_sage.comfy import PatchConfig, SageAttentionOverride
 
+pytestmark = pytest.mark.slow  # tens of seconds on a CPU: hundreds of random problems
+
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.data_too_large])
 
