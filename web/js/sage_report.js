@@ -50,6 +50,10 @@ function table(header, rows) {
   ]);
 }
 
+function mib(bytes) {
+  return typeof bytes === "number" ? `${(bytes / 2 ** 20).toFixed(0)} MiB` : "-";
+}
+
 function speedCell(value) {
   const span = el("span", { text: num(value, 2, "x") });
   if (typeof value === "number") span.className = value >= 1 ? "fast" : "slow";
@@ -58,18 +62,18 @@ function speedCell(value) {
 
 function compareView(report) {
   const rows = [[report.baseline.label, num(report.baseline.wall_s), num(report.baseline.attention_s), "1.00x", "1.00x",
-    "-", "-", "-", "-"]];
+    mib(report.baseline.peak_bytes), "-", "-", "-", "-"]];
   report.runs.forEach((run, i) => {
     const cmp = report.comparisons[i];
     const stats = run.stats || {};
     const fallbacks = Object.entries(stats.fallback || {}).map(([why, n]) => `${n} ${why}`).join("; ");
     rows.push([run.label, num(run.wall_s), num(run.attention_s), speedCell(cmp.speedup), speedCell(cmp.attention_speedup),
-      `${stats.ours ?? 0}/${stats.calls ?? 0}` + (fallbacks ? ` (host: ${fallbacks})` : ""),
+      mib(run.peak_bytes), `${stats.ours ?? 0}/${stats.calls ?? 0}` + (fallbacks ? ` (host: ${fallbacks})` : ""),
       num(cmp.latent.mean_rel_l1, 4), num(cmp.latent.mean_psnr, 1, " dB"),
       cmp.decoded ? `${num(cmp.decoded.mean_psnr, 1, " dB")} / ${num(cmp.decoded.mean_ssim, 4)}` : "no VAE"]);
   });
   return el("div", { class: "comfy-sage-panel comfy-sage-report" }, [
-    table(["run", "wall s", "attn s", "speed-up", "attn x", "quantized", "latent rel-L1", "latent PSNR", "decoded PSNR / SSIM"], rows),
+    table(["run", "wall s", "attn s", "speed-up", "attn x", "peak VRAM", "quantized", "latent rel-L1", "latent PSNR", "decoded PSNR / SSIM"], rows),
     el("div", { class: "note", text: `${report.frames} frame(s) · ${report.timing_note}` }),
   ]);
 }
@@ -142,7 +146,7 @@ app.registerExtension({
       try {
         let shown = false;
         if (message?.sage_report?.[0]) {
-          shown = showPanel(this, "sage_report", compareView(message.sage_report[0]), 150, 900);
+          shown = showPanel(this, "sage_report", compareView(message.sage_report[0]), 150, 1000);
         } else if (message?.sage_benchmark?.[0]) {
           shown = showPanel(this, "sage_report", benchmarkView(message.sage_benchmark[0], message.sage_chart), 560, 640);
         }
