@@ -239,6 +239,16 @@ def build_step(torch, targets, args, report, gpu_list) -> Outcome | None:
         report["library"] = ", ".join(f"{p} (sm_{a})" for a, p in paths.items())
         say("check: the cached library is intact (size and sha256 match its build record)")
     else:
+        from comfy_sage import toolchain
+
+        found = None if args.force or toolchain.find_nvcc() else build.find_build(targets)
+        if found:
+            # No compiler here, but an intact build of these sources: nothing to fetch or compile.
+            d, rec = found
+            say(f"cache hit: {d / rec['library']} was built {rec.get('built_at', '?')} with nvcc "
+                f"{rec.get('nvcc_version', '?')}, which is not on this machine now (--force rebuilds)")
+            report["library"] = f"{d / rec['library']} (cache hit)"
+            return finish_with_selftest(args, report, targets, gpu_list)
         problem = compiler(torch, args, report)
         if problem:
             return problem
@@ -260,6 +270,12 @@ def build_step(torch, targets, args, report, gpu_list) -> Outcome | None:
             say(f"built {result.lib} for {', '.join(f'sm_{a}' for a in rec['archs'])} in {rec['seconds']:.0f} s "
                 f"({rec['files']} files, {rec['size'] / 2**20:.1f} MiB)")
         report["library"] = f"{result.lib} ({'cache hit' if result.cached else 'built now'})"
+    return finish_with_selftest(args, report, targets, gpu_list)
+
+
+def finish_with_selftest(args, report, targets, gpu_list) -> Outcome | None:
+    from comfy_sage import build
+
     if args.no_self_test:
         report["self-test"] = "skipped (--no-self-test)"
         return None

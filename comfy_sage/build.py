@@ -375,6 +375,16 @@ def find_library(arch: Optional[int] = None) -> Optional[Path]:
     return d / record.get("library", LIB_NAME)
 
 
+def find_build(archs: Sequence[int]) -> Optional[tuple[Path, dict]]:
+    """The newest intact cached build of the current sources that covers every arch in ``archs``,
+    whatever compiler made it: (folder, record), or None."""
+    intact, _ = _entries(None)
+    for _, d, record in intact:
+        if set(archs) <= set(record["archs"]):
+            return d, record
+    return None
+
+
 def why_no_library(arch: int) -> str:
     """Why ``find_library(arch)`` found nothing, and the command that fixes it."""
     _, damaged = _entries(arch)

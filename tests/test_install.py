@@ -145,6 +145,10 @@ def test_arch_build_cache_hit_force_and_repair(tiny):
     ok = run_install("--arch", "90", "--check", *NO_SELFTEST, env=tiny)
     assert ok.returncode == READY and "intact" in out(ok), out(ok)
 
+    # The compiler gone (toolkit uninstalled): the intact build still serves, nothing is fetched.
+    gone = run_install("--arch", "90", "--no-download", *NO_SELFTEST, env=hidden_nvcc_env(tiny))
+    assert gone.returncode == READY and "which is not on this machine now" in out(gone), out(gone)
+
 
 @needs_nvcc
 def test_broken_source_gives_compiler_lines_and_exit_7(tiny):
