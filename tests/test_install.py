@@ -298,3 +298,24 @@ def test_build_failure_diagnosis_names_the_fix(line, fix):
     outcome = install.diagnose_build(build.BuildError("compile", "nvcc failed", [line]), torch)
     text = "\n".join(outcome.lines)
     assert outcome.code == BUILD_FAILED and line in text and fix in text, text
+
+
+@pytest.mark.parametrize("torch_cuda, driver, expect", [
+    ("13.0", None, "'nvidia-cuda-nvcc==13.0.*'"),          # the wheel of torch's own CUDA minor
+    ("12.8", (13, 0), "'nvidia-cuda-nvcc==13.0.*'"),       # no CUDA 12 wheel has nvcc; the driver runs 13
+    ("12.8", (12, 8), "install the CUDA toolkit 12.8"),     # neither: the toolkit, or a newer driver
+])
+def test_which_nvcc_wheel_for_torchs_cuda(monkeypatch, torch_cuda, driver, expect):
+    import importlib.util
+    from types import SimpleNamespace
+
+    from comfy_sage import toolchain
+
+    spec = importlib.util.spec_from_file_location("comfy_sage_install", INSTALL)
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    monkeypatch.setattr(toolchain, "find_nvcc", lambda: None)
+    monkeypatch.setattr(toolchain, "driver_cuda_version", lambda: driver)
+    fake_torch = SimpleNamespace(version=SimpleNamespace(cuda=torch_cuda))
+    outcome = install.compiler(fake_torch, SimpleNamespace(no_download=True), {})
+    assert outcome.code == NO_NVCC and expect in "\n".join(outcome.lines), outcome.lines
