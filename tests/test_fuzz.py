@@ -81,18 +81,21 @@ def tensors(p):
     out = []
     for b, h, n, d in shapes:
         storage = p["storage"]
+
+        def randn(*size):  # drawn on the CPU (one generator for every device), stored where it runs
+            return torch.randn(*size, generator=g).to(p["device"], p["dtype"])
+
         if storage == "expanded":  # stride 0 over batch and heads: one (N, D) slab seen by all
-            x = torch.randn(1, 1, n, d, generator=g).expand(b, h, n, d)
+            x = randn(1, 1, n, d).expand(b, h, n, d)
         elif storage == "sliced":  # every other token of a longer tensor
-            x = torch.randn(b, h, 2 * n, d, generator=g)[:, :, ::2]
+            x = randn(b, h, 2 * n, d)[:, :, ::2]
         elif storage == "transposed":  # (B, N, H, D) storage seen as (B, H, N, D)
-            x = torch.randn(b, n, h, d, generator=g).transpose(1, 2)
+            x = randn(b, n, h, d).transpose(1, 2)
         else:
-            x = torch.randn(b, h, n, d, generator=g)
-        x = x.to(p["dtype"])
+            x = randn(b, h, n, d)
         if p["layout"] == "NHD":
             x = x.transpose(1, 2)  # (B, N, H, D) view of the same storage
-        out.append(x.to(p["device"]))
+        out.append(x)
     return out
 
 
