@@ -11,7 +11,8 @@ Each workflow is its template with a Sage Attention node on every MODEL link tha
 model loaders (loader, LoRA, or a switch between them) for the rest of the graph, inside
 subgraphs where the template keeps its loaders there, and a note listing the model files and
 the folders they go in. Nothing else in the template changes, except the rewrites in
-HOST_COMPAT (nodes newer than the oldest ComfyUI we support).
+HOST_COMPAT (what ComfyUI 0.8.0, the oldest host we test, cannot load as saved) and a spec's
+own transform (the compare workflow's sampler).
 """
 
 from __future__ import annotations

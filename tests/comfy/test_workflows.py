@@ -245,7 +245,9 @@ def object_info(server):
 def test_node_definitions_snapshot_is_the_hosts(object_info):
     # tools/object_info.json (what the generator and the CPU tests convert with) must be this host's.
     snapshot = json.loads(make_workflows.OBJECT_INFO.read_text())
-    assert make_workflows.trim_object_info(object_info, snapshot) == snapshot
+    assert make_workflows.trim_object_info(object_info, snapshot) == snapshot, (
+        "the node definitions changed: with a ComfyUI running this pack, run "
+        "python tools/make_workflows.py --object-info http://127.0.0.1:8188 and commit what it writes")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -445,12 +447,16 @@ def test_workflows_open_in_the_frontend_from_the_template_browser(server, tmp_pa
                                  if frontend.get(k) != committed.get(k)}}
             log.append(entry)
             if name == "wan2.1_t2v_1.3B":
-                # the whole graph in view (the template's saved view crops the note)
+                # the whole graph in view (the template's saved view crops the note), at a zoom where
+                # the frontend still draws the text
+                driver.set_window_size(2400, 1400)
+                time.sleep(0.5)
                 driver.execute_async_script(
                     "const done = arguments[0]; Promise.resolve(window.app.extensionManager.command"
                     ".execute('Comfy.Canvas.FitView')).then(() => done(true), (e) => done(String(e)));")
                 time.sleep(1.0)
                 driver.save_screenshot(str(out / "workflow_wan2.1_t2v_1.3B_browser.png"))
+                driver.set_window_size(1600, 1000)
             driver.execute_script("document.querySelectorAll('.p-dialog-close-button').forEach((b) => b.click())")
         (out / "workflows_browser_log.json").write_text(json.dumps(log, indent=2) + "\n")
     finally:
