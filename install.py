@@ -2,6 +2,7 @@
 """Set-up: what ComfyUI-Manager runs after cloning, and the manual command.
 
     python install.py [--arch 80,86,89,90,120] [--check] [--force] [--no-download] [--jobs N]
+                      [--no-self-test]
 
 Run it with ComfyUI's own Python. It never installs or replaces torch. It installs this
 pack's requirements, builds the CUDA kernels for the GPUs present (or --arch) into a cache
@@ -68,7 +69,6 @@ def parse_args(argv):
                         help="install nothing with pip; print what would be installed instead")
     parser.add_argument("--jobs", type=int, default=0, help="parallel nvcc processes (default: CPU count)")
     parser.add_argument("--no-self-test", action="store_true", help="skip the GPU self-test after the build")
-    parser.add_argument("--no-requirements", action="store_true", help=argparse.SUPPRESS)  # older docs
     return parser.parse_args(argv)
 
 
@@ -79,7 +79,8 @@ def import_torch():
     except ImportError:
         return Outcome(NO_TORCH, f"torch is not installed in this Python ({sys.executable}).",
                        "comfy-sage runs on ComfyUI's own torch: run install.py with the Python that runs ComfyUI",
-                       "(the portable Windows build: python_embeded\\python.exe custom_nodes\\comfy-sage\\install.py),",
+                       "(the portable Windows build, from its folder: "
+                       "python_embeded\\python.exe ComfyUI\\custom_nodes\\comfy-sage\\install.py),",
                        "or install ComfyUI's requirements first (https://pytorch.org/get-started/locally/ for torch).")
     except Exception as e:  # noqa: BLE001 - a broken torch (DLL load failure, ABI mismatch) must be named, not dumped
         return Outcome(NO_TORCH, f"torch is installed in {sys.executable} but does not import: "
@@ -344,7 +345,7 @@ def main(argv=None) -> int:
         return finish(torch, report, gpu_list, Outcome(
             USAGE, f"--arch: expected a comma-separated list from {','.join(map(str, build.SUPPORTED_ARCHS))}, "
                    f"got {args.arch!r}"), started)
-    outcome = None if (args.check or args.no_requirements) else requirements(args.no_download)
+    outcome = None if args.check else requirements(args.no_download)
     if outcome is None:
         if not targets:
             unseen = [] if gpu_list else build.detect_archs()  # nvidia-smi sees GPUs this torch does not
