@@ -73,8 +73,12 @@ struct Softmax {
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
+#ifndef CS_SM90_AB_BIASED_X
+      float r = fmaxf((__int_as_float(mx[i][0]) - kMagic) * sc[0], (__int_as_float(mx[i][1]) - kMagic) * sc[1]);
+#else
       float r = fmaxf(fmaf(__int_as_float(mx[i][0]), sc[0], -kMagic * sc[0]),
                       fmaf(__int_as_float(mx[i][1]), sc[1], -kMagic * sc[1]));
+#endif
       r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 1));
       r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 2));
       const float m_new = fmaxf(m[i], r);
@@ -89,7 +93,11 @@ struct Softmax {
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
+#ifndef CS_SM90_AB_BIASED_X
+      for (int h = 0; h < 2; ++h) cst[i][h] = kLog2P - m[i];
+#else
       for (int h = 0; h < 2; ++h) cst[i][h] = -kMagic * sc[h] - m[i] + kLog2P;
+#endif
     float p[64];
     float sum[2] = {0.f, 0.f};
 #pragma unroll
@@ -99,7 +107,11 @@ struct Softmax {
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           const int idx = 4 * j + 2 * i + c;
+#ifndef CS_SM90_AB_BIASED_X
+          float x = fmaf(__uint_as_float(S[idx]) - kMagic, sc[j / 8], cst[i][j / 8]);
+#else
           float x = fmaf(__uint_as_float(S[idx]), sc[j / 8], cst[i][j / 8]);
+#endif
           if (MASK && S[idx] == 0u) x = -INFINITY;
           p[idx] = ex2(x);
           sum[i] += p[idx];
