@@ -29,10 +29,12 @@ def load(arch: int, abi_version: int, symbols: Sequence[str]) -> Loaded:
     """The cached library for ``arch``, checked (integrity, then dlopen, symbols, ABI version)."""
     try:
         path = build.find_library(arch)
+        if path is None:
+            return Loaded(None, None, build.why_no_library(arch))
     except OSError as e:  # an unreadable cache folder: say so, like any other damage
         return Loaded(None, None, f"the build cache cannot be read ({e}), {build.FIX}")
-    if path is None:
-        return Loaded(None, None, build.why_no_library(arch))
+    except Exception as e:  # noqa: BLE001 - whatever the cache holds, the host process must keep running
+        return Loaded(None, None, f"reading the build cache failed ({type(e).__name__}: {e}), {build.FIX}")
     return open_checked(path, abi_version, symbols)
 
 

@@ -281,3 +281,14 @@ def test_record_cannot_point_outside_its_folder(cache):
     elsewhere.write_bytes(compile_fake(cache))
     entry(cache, b"\x7fELF", record={"library": str(elsewhere)})
     assert "names a library outside its folder" in reason()
+
+
+def test_unreadable_cache_folder_is_a_reason(cache, monkeypatch):
+    entry(cache, b"\x7fELF")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    r = reason()
+    assert "the build cache cannot be read" in r and "Permission denied" in r and FIX in r
