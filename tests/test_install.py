@@ -319,3 +319,32 @@ def test_which_nvcc_wheel_for_torchs_cuda(monkeypatch, torch_cuda, driver, expec
     fake_torch = SimpleNamespace(version=SimpleNamespace(cuda=torch_cuda))
     outcome = install.compiler(fake_torch, SimpleNamespace(no_download=True), {})
     assert outcome.code == NO_NVCC and expect in "\n".join(outcome.lines), outcome.lines
+
+
+def test_requirements_go_through_pip_without_a_terminal(tmp_path, monkeypatch):
+    """requirements.txt lists nothing today (torch is ComfyUI's); a listed package goes to this
+    Python's pip, non-interactively, and a pip failure is exit 4."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("comfy_sage_install", INSTALL)
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    listed = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    assert not any(line.lower().startswith("torch") for line in listed)
+
+    monkeypatch.setattr(install, "HERE", str(tmp_path))
+    (tmp_path / "requirements.txt").write_text("# a comment\nsome-package>=1\n")
+    calls = []
+
+    def fake_call(cmd, **kwargs):
+        calls.append((cmd, kwargs))
+        return 1
+
+    monkeypatch.setattr(install.subprocess, "call", fake_call)
+    assert install.requirements(no_download=True) is None and calls == []
+    outcome = install.requirements(no_download=False)
+    (cmd, kwargs), = calls
+    assert cmd[:4] == [sys.executable, "-m", "pip", "install"] and "--no-input" in cmd
+    assert cmd[-2:] == ["-r", str(tmp_path / "requirements.txt")] and kwargs["stdin"] == subprocess.DEVNULL
+    assert outcome.code == 4 and "some-package>=1" in outcome.lines[0]
