@@ -487,7 +487,7 @@ def build(spec, object_info):
     top = Level(workflow, True)
     xs = [n["pos"][0] for n in top.nodes if isinstance(n.get("pos"), list)]
     ys = [n["pos"][1] for n in top.nodes if isinstance(n.get("pos"), list)]
-    note = {"id": ids.new_node(), "type": "MarkdownNote", "pos": [min(xs) - 520, min(ys)], "size": [480, 420],
+    note = {"id": ids.new_node(), "type": "MarkdownNote", "pos": [min(xs) - 760, min(ys)], "size": [720, 420],
             "flags": {}, "order": 0, "mode": 0, "inputs": [], "outputs": [], "title": "comfy-sage: model files",
             "properties": {}, "widgets_values": [model_note(spec, model_files(workflow), len(sages), remarks)],
             "color": "#432", "bgcolor": "#653"}

@@ -202,6 +202,8 @@ def base(host, tmp_path_factory):
         "flux_vae": write_flux_vae(models / "vae").name,
     }
     yield base, tiny
+    for folder, name in (("diffusion_models", tiny["flux"]), ("vae", tiny["flux_vae"])):
+        (models / folder / name).unlink()  # 1.3 GB; pytest keeps the last three temporary folders
 
 
 @pytest.fixture(scope="module")
