@@ -128,6 +128,10 @@ def compiler(torch, args, report) -> Outcome | None:
     from comfy_sage import toolchain
 
     nvcc = toolchain.find_nvcc()
+    old = None if nvcc else toolchain.find_nvcc(minimum=None)
+    if old:
+        say(f"nvcc {old.version} ({old.path}, from {old.origin}) is older than "
+            f"{'.'.join(map(str, toolchain.MIN_NVCC))}, which the kernels need: not used")
     wanted = [] if nvcc else toolchain.toolkit_wheels(torch.version.cuda)
     if not nvcc and not wanted:
         # torch built with CUDA 12: no CUDA 12 wheel carries nvcc; CUDA 13's works if the driver runs it.
@@ -141,12 +145,14 @@ def compiler(torch, args, report) -> Outcome | None:
                                     f"NVIDIA wheels, and no pip wheel carries an nvcc for torch's CUDA "
                                     f"{torch.version.cuda} (the driver supports "
                                     f"{'.'.join(map(str, driver)) if driver else 'no CUDA version it reports'}).",
-                           f"fix: install the CUDA toolkit {torch.version.cuda} "
+                           f"fix: install a CUDA {torch.version.cuda.split('.')[0]}.x toolkit, "
+                           f"{'.'.join(map(str, toolchain.MIN_NVCC))} or newer "
                            "(https://developer.nvidia.com/cuda-downloads), set CUDA_HOME to it, run install.py again;",
                            "or update the NVIDIA driver to 580+ (CUDA 13), then install.py fetches nvcc by itself.")
     wanted += toolchain.missing_header_wheels()
     if wanted:
-        why = "no CUDA toolkit found (CUDA_HOME, CUDA_PATH, PATH)" if not nvcc else "build-time headers missing"
+        why = ("build-time headers missing" if nvcc else
+               f"no CUDA {'.'.join(map(str, toolchain.MIN_NVCC))}+ toolkit found (CUDA_HOME, CUDA_PATH, PATH)")
         cmd = toolchain.pip_command(wanted)
         if args.no_download:
             return Outcome(NO_NVCC, f"{why}; --no-download, so nothing was installed.",

@@ -98,24 +98,34 @@ def wheel_toolkit_roots() -> list[Path]:
     return roots
 
 
-def find_nvcc() -> Optional[Nvcc]:
-    """CUDA_HOME/CUDA_PATH, then PATH, then the nvidia-cuda-nvcc wheel in this Python."""
+# The oldest nvcc the sources compile with: sm_120a and the FP8 MMA with FP16 accumulation
+# (SageAttention2++) need PTX ISA 8.7, i.e. CUDA 12.8.
+MIN_NVCC = (12, 8)
+
+
+def _new_enough(version: str, minimum: Optional[tuple[int, int]]) -> bool:
+    return minimum is None or tuple(int(x) for x in version.split(".")[:2]) >= minimum
+
+
+def find_nvcc(minimum: Optional[tuple[int, int]] = MIN_NVCC) -> Optional[Nvcc]:
+    """CUDA_HOME/CUDA_PATH, then PATH, then the nvidia-cuda-nvcc wheel in this Python: the first
+    one at least ``minimum`` (None: any)."""
     for var in ("CUDA_HOME", "CUDA_PATH"):
         home = os.environ.get(var)
         if home:
             path = Path(home) / "bin" / f"nvcc{EXE}"
             version = nvcc_version(str(path)) if path.exists() else None
-            if version:
+            if version and _new_enough(version, minimum):
                 return Nvcc(str(path), f"{var}={home}", version)
     on_path = shutil.which("nvcc")
     if on_path:
         version = nvcc_version(on_path)
-        if version:
+        if version and _new_enough(version, minimum):
             return Nvcc(on_path, "PATH", version)
     for root in wheel_toolkit_roots():
         path = root / "bin" / f"nvcc{EXE}"
         version = nvcc_version(str(path))
-        if version:
+        if version and _new_enough(version, minimum):
             return Nvcc(str(path), f"pip wheel nvidia-cuda-nvcc {_dist_version('nvidia-cuda-nvcc') or ''}".strip(),
                         version, *_wheel_flags(root))
     return None

@@ -66,6 +66,18 @@ def test_search_order_cuda_home_then_path_then_wheel(no_cuda, tmp_path, monkeypa
     assert (found.origin, found.version) == (f"CUDA_HOME={home}", "12.8.93")
 
 
+def test_too_old_nvcc_is_passed_over(no_cuda, tmp_path, monkeypatch):
+    """nvcc 12.4 on PATH cannot compile the kernels (PTX ISA 8.7): the 13.0 wheel is used instead."""
+    fake_nvcc(no_cuda, "12.4.131")
+    site = tmp_path / "site"
+    wheel_tree(site, "13.0.88")
+    monkeypatch.setattr(toolchain, "_site_dirs", lambda: [site])
+    assert toolchain.find_nvcc().version == "13.0.88"
+    assert toolchain.find_nvcc(minimum=None).version == "12.4.131"
+    monkeypatch.setattr(toolchain, "_site_dirs", lambda: [])
+    assert toolchain.find_nvcc() is None
+
+
 def test_nothing_found(no_cuda):
     assert toolchain.find_nvcc() is None and build.find_nvcc() is None
 

@@ -208,7 +208,7 @@ def test_no_toolkit_with_no_download_prints_what_to_install(tiny):
     res = run_install("--arch", "90", "--no-download", env=hidden_nvcc_env(tiny))
     text = out(res)
     assert res.returncode == NO_NVCC, text
-    assert "no CUDA toolkit found" in text and "nothing was installed" in text
+    assert "no CUDA 12.8+ toolkit found" in text and "nothing was installed" in text
     assert "-m pip install" in text and "'nvidia-cuda-nvcc==13.0.*'" in text and "'nvidia-nvvm==13.0.*'" in text
     assert "compiling" not in text and "Traceback" not in text
 
@@ -303,7 +303,7 @@ def test_build_failure_diagnosis_names_the_fix(line, fix):
 @pytest.mark.parametrize("torch_cuda, driver, expect", [
     ("13.0", None, "'nvidia-cuda-nvcc==13.0.*'"),          # the wheel of torch's own CUDA minor
     ("12.8", (13, 0), "'nvidia-cuda-nvcc==13.0.*'"),       # no CUDA 12 wheel has nvcc; the driver runs 13
-    ("12.8", (12, 8), "install the CUDA toolkit 12.8"),     # neither: the toolkit, or a newer driver
+    ("12.8", (12, 8), "install a CUDA 12.x toolkit, 12.8 or newer"),  # neither: the toolkit, or a newer driver
 ])
 def test_which_nvcc_wheel_for_torchs_cuda(monkeypatch, torch_cuda, driver, expect):
     import importlib.util
@@ -314,7 +314,7 @@ def test_which_nvcc_wheel_for_torchs_cuda(monkeypatch, torch_cuda, driver, expec
     spec = importlib.util.spec_from_file_location("comfy_sage_install", INSTALL)
     install = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(install)
-    monkeypatch.setattr(toolchain, "find_nvcc", lambda: None)
+    monkeypatch.setattr(toolchain, "find_nvcc", lambda minimum=None: None)
     monkeypatch.setattr(toolchain, "driver_cuda_version", lambda: driver)
     fake_torch = SimpleNamespace(version=SimpleNamespace(cuda=torch_cuda))
     outcome = install.compiler(fake_torch, SimpleNamespace(no_download=True), {})
