@@ -192,7 +192,7 @@ def test(out: Path) -> dict:
         try:
             r = comfy_sage.sageattn(q, k, v, tensor_layout=layout, is_causal=causal, return_lse=want_lse,
                                     backend="reference", variant="int8qk-fp8pv", qk_granularity=gran,
-                                    tiles=Tiles(blk_q=128, warp_q=16, blk_k=64))
+                                    tiles=Tiles(blk_q=128, warp_q=16, blk_k=128))
             rq, rq_lse = r if want_lse else (r, None)
             rec["vs_ref"] = metrics(o, rq)
             if want_lse:

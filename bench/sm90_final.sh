@@ -5,7 +5,7 @@ export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 (mkdir -p /tmp/o0; SM90_BUILD=/tmp/b0 python bench/sm90_bench.py build --out /tmp/o0 > /tmp/hb.log 2>&1) &
-(mkdir -p /tmp/o1; SM90_BUILD=/tmp/b1 SM90_DEFINES="${AB:-CS_SM90_AB_BIASED_X}" python bench/sm90_bench.py build --out /tmp/o1 > /tmp/hb1.log 2>&1) &
+(mkdir -p /tmp/o1; SM90_BUILD=/tmp/b1 SM90_DEFINES="${AB:-CS_SM90_AB_EXACT_X}" python bench/sm90_bench.py build --out /tmp/o1 > /tmp/hb1.log 2>&1) &
 python -m comfy_sage.build --arch 90 -q > $OUT/sm90-package-build.log 2>&1; echo "package build rc=$?"; tail -3 $OUT/sm90-package-build.log
 wait
 for b in 0 1; do echo "== harness tests, build $b"; SM90_BUILD=/tmp/b$b timeout 90 python bench/sm90_bench.py test --tag=-b$b --out $OUT 2>&1 | python3 -c "

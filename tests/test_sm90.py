@@ -3,18 +3,18 @@ through the package's C ABI with ``family="sm90"`` (and by the library's own cho
 
 Marker ``gpu`` (skipped without CUDA) and skipped on GPUs other than compute capability 9.0.
 
-Bounds. Against the reference with the same quantization (tiles from the library): the kernel
-and the reference quantize Q, K, V identically (same groups, round-to-nearest-even), but the FP8
-wgmma sums each k32 slice of P̃·Ṽ with a limited-precision accumulator (products aligned to the
-largest of the slice, ~13-14 kept bits: SageAttention2 §4.3, DeepSeek-V3 §3.3.2), where the
-reference sums each 128-key block exactly in fp32. With P̃ spanning 448 down to ~1, the small
-products lose most of their bits: measured 0.3-1.0 % rel-L1 against the reference on Gaussian
-inputs (bench/results/sm90-h200-v1-test.json), unbiased enough that the error against float32
-does not move (0.0345-0.0382 here, the scheme's own 0.037-0.039). So the "tight" bound is 1.5e-2,
-an accumulator-precision bound, not 2e-3 as for the mma.sync families (FP8 emulated on fp16 HMMA
-there). The lse does not go through P·V: it matches the reference to 2e-3 (max seen 1e-3). The
-loose bound against float32 is the issue's target for FP8 P·V on Gaussian inputs: cos >= 0.9992,
-rel-L1 <= 0.039 (0.040 for tiny problems where a few rows dominate the mean).
+Bounds. Against the reference with the same quantization (tiles from the library: blk_k 128,
+which is both the K scale block and the reference's softmax block, as in the kernel) what remains
+is (1) fp32 summation order, (2) the FP8 wgmma summing each k32 slice with products aligned to the
+largest one and ~13-14 bits kept (emulated in the reference: 1e-4 rel-L1), (3) the exp2 argument
+S·scale − m taken in one FFMA with the 1.5·2²³·scale bias folded into a per-row constant whose
+rounding (~1e-4 in log2 units) moves the rare P sitting next to an e4m3 boundary across it, and
+(4) both outputs rounded to fp16/bf16: 4e-3 rel-L1 (measured: bench/results/sm90-h200-v4-test.json).
+With 64-token K blocks the reference's running max moves every 64 keys and the kernel's every 128,
+which alone made them 0.3-1 % apart (csrc/sm90/NOTES.md v4): the tiles must say 128. The lse does
+not go through P·V: 2e-3. The loose bound against float32 is the issue's target for FP8 P·V on
+Gaussian inputs: cos >= 0.9992, rel-L1 <= 0.039 (0.040 and 0.999 for tiny problems, where a few
+rows dominate the mean).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from comfy_sage.config import PVMode, QKGranularity, QKQuant, QuantConfig, Tenso
 
 pytestmark = pytest.mark.gpu
 
-TIGHT_REL_L1 = 1.5e-2
+TIGHT_REL_L1 = 4e-3
 LSE_ATOL = 2e-3
 LOOSE_REL_L1, LOOSE_COS = 0.039, 0.9992
 

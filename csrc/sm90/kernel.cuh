@@ -73,7 +73,7 @@ struct Softmax {
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-#ifndef CS_SM90_AB_BIASED_X
+#ifdef CS_SM90_AB_EXACT_X
       float r = fmaxf((__int_as_float(mx[i][0]) - kMagic) * sc[0], (__int_as_float(mx[i][1]) - kMagic) * sc[1]);
 #else
       float r = fmaxf(fmaf(__int_as_float(mx[i][0]), sc[0], -kMagic * sc[0]),
@@ -93,7 +93,7 @@ struct Softmax {
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-#ifndef CS_SM90_AB_BIASED_X
+#ifdef CS_SM90_AB_EXACT_X
       for (int h = 0; h < 2; ++h) cst[i][h] = kLog2P - m[i];
 #else
       for (int h = 0; h < 2; ++h) cst[i][h] = -kMagic * sc[h] - m[i] + kLog2P;
@@ -107,7 +107,7 @@ struct Softmax {
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           const int idx = 4 * j + 2 * i + c;
-#ifndef CS_SM90_AB_BIASED_X
+#ifdef CS_SM90_AB_EXACT_X
           float x = fmaf(__uint_as_float(S[idx]) - kMagic, sc[j / 8], cst[i][j / 8]);
 #else
           float x = fmaf(__uint_as_float(S[idx]), sc[j / 8], cst[i][j / 8]);
@@ -217,7 +217,6 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
                        ? p.q_scale[static_cast<int64_t>(bh) * p.q_spr + q16 * 8 + (lane >> 2)] * p.sm_scale_log2
                        : 0.f;
   const float* ks_ptr = p.k_scale + static_cast<int64_t>(bhk) * p.k_spr + (lane & 3);
-  const int ks_last = p.k_spr - 4;
   const uint64_t dq = smem_desc<D>(sQ + cw * 64 * D);
   // Blocks from here on need masking (sequence end, causal diagonal of this warpgroup's rows).
   const int first_masked = p.causal ? min(p.Lk / kBlockN, (m0 + 64 * cw) / kBlockN) : p.Lk / kBlockN;
@@ -229,10 +228,8 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) O[i] = 0.f;
 
-  auto scales = [&](int j, float (&sc)[2]) {
-    const int k0 = j * (kBlockN / kKBlock) * 4;
-    sc[0] = qs * __ldg(ks_ptr + min(k0, ks_last));
-    sc[1] = qs * __ldg(ks_ptr + min(k0 + 4, ks_last));
+  auto scales = [&](int j, float (&sc)[2]) {  // one K scale per thread and block (both halves)
+    sc[0] = sc[1] = qs * __ldg(ks_ptr + 4 * j);
   };
   auto softmax = [&](int j, const float (&sc)[2]) {
     if (j >= first_masked) {

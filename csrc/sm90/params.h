@@ -11,14 +11,14 @@ constexpr int kBlockN = 128;    // keys per main-loop step (one K tile, one V^T 
 constexpr int kStages = 3;      // K/V shared-memory ring depth (4: +1%, within noise; NOTES.md)
 constexpr int kThreads = 384;   // producer warpgroup + two consumer warpgroups
 constexpr int kQRows = 16;      // Q scale tile: one wgmma warp's rows (PER_THREAD: 8 groups by row % 8)
-constexpr int kKBlock = 64;     // K scale block (PER_THREAD: 4 groups by (token % 8) / 2)
+constexpr int kKBlock = 128;    // K scale block = the softmax block (PER_THREAD: 4 groups by (token % 8) / 2)
 constexpr int kQuantRowsQ = 128;  // Q rows per quantization CTA (= PER_BLOCK Q scale tile)
-constexpr int kVPad = 64;       // V^T rows are padded (with zeros) to this many tokens
-static_assert(kBlockN % kKBlock == 0, "a main-loop step must hold whole K scale blocks");
+constexpr int kVPad = 128;      // V^T rows are padded (with zeros) to this many tokens
+static_assert(kBlockN == kKBlock && kVPad == kKBlock, "one K scale block per main-loop step, one quant_kv CTA each");
 
 struct AttnParams {
   const float* q_scale;   // (B*Hq, q_spr): one scale per (16-row tile, row % 8), any granularity expanded
-  const float* k_scale;   // (B*Hkv, k_spr): one scale per (64-token block, (token % 8) / 2)
+  const float* k_scale;   // (B*Hkv, k_spr): one scale per (128-token block, (token % 8) / 2)
   const float* v_scale;   // (B*Hkv, D): per channel, max|V| / 448
   const float* lse_corr;  // (B*Hq, Lq): sm_scale * q . mean(K), or null
   void* o;                // output, q's layout: strides in elements

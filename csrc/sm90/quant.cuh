@@ -5,7 +5,7 @@
 //              and the V channel scales, so the result does not depend on scheduling.
 //   quant_q:   Q -> int8 (B*Hq, Lq, D), one scale per (16-row tile, row % 8) in every granularity
 //              (coarser ones write their shared scale into each slot), + the lse correction.
-//   quant_kv:  K - mean -> int8 (B*Hkv, Lk, D), one scale per (64-token block, (token % 8) / 2);
+//   quant_kv:  K - mean -> int8 (B*Hkv, Lk, D), one scale per (128-token block, (token % 8) / 2);
 //              V / scale -> e4m3, transposed to (B*Hkv, D, L_pad), tokens permuted within 16.
 // Rounding follows the reference (quant.py): scale = amax / qmax with a true division, values
 // x / scale rounded to nearest even and saturated; FP8 by cvt.rn.satfinite.
@@ -170,9 +170,9 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
 #endif
 }
 
-// grid (ceil(Lk / 64), B*Hkv), 256 threads: 64 tokens, 4 threads per token.
+// grid (ceil(Lk / 128), B*Hkv), 512 threads: one K scale block of 128 tokens, 4 threads per token.
 template <int D>
-__global__ void __launch_bounds__(256) quant_kv_kernel(QuantKVParams p) {
+__global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) {
 #if CS_SM90_DEVICE
   constexpr int CH = D / 32;  // 16-byte chunks per thread
   __shared__ float tok_amax[kKBlock];
@@ -223,7 +223,7 @@ __global__ void __launch_bounds__(256) quant_kv_kernel(QuantKVParams p) {
   if (p.gran == kGranThread) {
     const int g2 = (t & 7) >> 1;
 #pragma unroll
-    for (int a = 0; a < 8; ++a) gmax = fmaxf(gmax, fmaxf(tok_amax[8 * a + 2 * g2], tok_amax[8 * a + 2 * g2 + 1]));
+    for (int a = 0; a < kKBlock / 8; ++a) gmax = fmaxf(gmax, fmaxf(tok_amax[8 * a + 2 * g2], tok_amax[8 * a + 2 * g2 + 1]));
   } else {
     for (int a = 0; a < kKBlock; ++a) gmax = fmaxf(gmax, tok_amax[a]);
   }
@@ -242,7 +242,7 @@ __global__ void __launch_bounds__(256) quant_kv_kernel(QuantKVParams p) {
   if (part == 0 && t < 8 && (t & 1) == 0) p.k_scale[static_cast<int64_t>(bhk) * p.spr + blockIdx.x * 4 + t / 2] = scale;
   // V^T rows: D rows of 64 bytes, 16 bytes per thread per pass.
   uint8_t* vdst = p.vt + static_cast<int64_t>(bhk) * D * p.L_pad + static_cast<int64_t>(blockIdx.x) * kKBlock;
-  for (int i = threadIdx.x; i < D * (kKBlock / 16); i += 256) {
+  for (int i = threadIdx.x; i < D * (kKBlock / 16); i += 4 * kKBlock) {
     const int d = i / (kKBlock / 16), c = i % (kKBlock / 16);
     *reinterpret_cast<uint4*>(vdst + static_cast<int64_t>(d) * p.L_pad + 16 * c) = *reinterpret_cast<const uint4*>(&vt[d][16 * c]);
   }

@@ -117,7 +117,7 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   kp.in_bf16 = bf16; kp.H = Hkv; kp.L = Lk; kp.L_pad = L.lk_pad; kp.spr = L.k_spr; kp.gran = gran;
   kp.kmean = smooth_k ? f32(L.kmean) : nullptr; kp.v_scale = f32(L.vs);
   kp.k8 = reinterpret_cast<int8_t*>(ws + L.k8); kp.k_scale = f32(L.ks); kp.vt = reinterpret_cast<uint8_t*>(ws + L.vt);
-  quant_kv_kernel<D><<<dim3((Lk + kKBlock - 1) / kKBlock, bk), 256, 0, st>>>(kp);
+  quant_kv_kernel<D><<<dim3((Lk + kKBlock - 1) / kKBlock, bk), 4 * kKBlock, 0, st>>>(kp);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
 
   CUtensorMap tq, tk, tv;
