@@ -176,7 +176,7 @@ class SageAttentionOverride:
         if cfg.exact_kv_lengths and n_kv != n_q and n_kv in cfg.exact_kv_lengths:
             return EXACT_KV, None
         if self._auto:  # the decision first: a call auto would not quantize needs no reshaping or validation
-            rule, reason = api.auto_choice(q, api.padded_head_dim(d), n_q, n_kv, False, self._variant)
+            _, reason = api.auto_choice(q, api.padded_head_dim(d), n_q, n_kv, False, self._variant)
             if reason is not None:
                 return reason, None
 
