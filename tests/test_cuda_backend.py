@@ -125,7 +125,8 @@ def _cfg(cuda, pv, head_dim, family, **kw) -> QuantConfig:
 
 
 def _run(cuda, q, k, v, call, family="auto"):
-    assert cuda.BACKEND.unsupported(q, k, v, call) is None
+    if family == "auto":  # unsupported() knows the product path's (auto family's) tiles only
+        assert cuda.BACKEND.unsupported(q, k, v, call) is None
     _poison_allocator(q.numel() * q.element_size())
     return cuda.BACKEND.run(q, k, v, call, family=family)
 
@@ -147,8 +148,8 @@ def test_matches_reference(cuda_backend, shape, pv, family):
     ref, ref_lse = reference.attention(q, k, v, call)
     tight = errors(out, ref)
     bound = 2e-3 if dtype is torch.bfloat16 else 1e-3
-    if family == "sm90":  # FP8 wgmma's limited-precision k32 accumulation: tests/test_sm90.py says why
-        bound = 1.5e-2
+    if family == "sm90":  # one FFMA for the exp2 argument, FP8 wgmma accumulation: tests/test_sm90.py says why
+        bound = 4e-3
     assert tight.rel_l1 <= bound, f"vs reference (same quantization): {tight}"
     assert torch.allclose(lse, ref_lse, atol=2e-3, rtol=1e-4), (lse - ref_lse).abs().max()
     exact = reference.attention(q, k, v, Call(layout, causal, call.sm_scale, False,
