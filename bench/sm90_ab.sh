@@ -1,6 +1,8 @@
 #!/bin/bash
 # One device call: default build + A/B builds (SM90_DEFINES each), timings, ncu of the default.
-# usage: bash bench/sm90_ab.sh "DEF1 DEF2" "DEF3" ...   (each argument one A/B build)
+# usage: bash bench/sm90_ab.sh "DEF1 DEF2" "DEF3" ...   (each argument one A/B build: -D defines that
+# csrc/sm90 reads; the shipped sources have none, so an A/B adds its #ifdef on a scratch copy first)
+# env: SHAPES (timed with SDPA, default 0,3), NCU=0 skips the ncu pass.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -30,5 +32,4 @@ if [ "${NCU:-1}" = 1 ]; then
   grep -E "Duration|Throughput|Issue Slots|Eligible|Executed Ipc" /tmp/ncu-details.txt | head -12
   grep -E "issue_stalled.*per_issue_active|pipe_.*pct_of_peak_sustained_active" /tmp/ncu-raw.txt | awk '$NF+0 > 0.05' | head -45
   cp /tmp/ncu-raw.txt $OUT/sm90-ncu-raw.txt
-fi
 fi
