@@ -522,7 +522,35 @@ def ensure(archs: Sequence[int], jobs: int = 0, force: bool = False, out_dir: Op
     tmp_record = out / (RECORD_NAME + ".tmp")
     tmp_record.write_text(json.dumps(record, indent=1))
     os.replace(tmp_record, out / RECORD_NAME)
+    removed = prune_stale(keep=out)
+    if removed:
+        say(f"removed {len(removed)} cached builds of older sources ({', '.join(d.name for d in removed)})")
     return BuildResult(lib, record, cached=False, repaired=repaired)
+
+
+def prune_stale(keep: Optional[Path] = None) -> list[Path]:
+    """Delete cache entries whose build record names sources that have changed since (every
+    update of the pack would leave one otherwise). Entries without a readable record are left
+    alone: a build in progress has none yet. A process that still has an old library mapped
+    keeps it (unlinking does not touch mapped pages); where the OS refuses, it stays."""
+    root = build_root()
+    removed = []
+    if not root.is_dir():
+        return removed
+    for d in root.iterdir():
+        if not d.is_dir() or (keep is not None and d.resolve() == Path(keep).resolve()):
+            continue
+        try:
+            record = read_record(d)
+            archs = sorted(int(a) for a in record["archs"])
+            stale = record.get("hash") != source_hash(archs)
+        except (ValueError, TypeError, OSError):
+            continue
+        if stale:
+            shutil.rmtree(d, ignore_errors=True)
+            if not d.exists():
+                removed.append(d)
+    return removed
 
 
 def build(archs: Sequence[int], jobs: int = 0, force: bool = False, out_dir: Optional[Path] = None,

@@ -292,3 +292,14 @@ def test_unreadable_cache_folder_is_a_reason(cache, monkeypatch):
     monkeypatch.setattr(Path, "iterdir", denied)
     r = reason()
     assert "the build cache cannot be read" in r and "Permission denied" in r and FIX in r
+
+
+@pytest.mark.skipif(build.find_nvcc() is None, reason="nvcc not found")
+def test_a_new_build_removes_builds_of_older_sources(cache):
+    old = entry(cache, b"\x7fELF old", record={"hash": "0123456789abcdef"}, name="old")
+    in_progress = cache / "_build" / "busy-sm90"  # no record yet: another build may be writing it
+    in_progress.mkdir()
+    current = entry(cache, b"\x7fELF other compiler", name="other")  # current sources: kept
+    result = build.ensure([ARCH], progress=None)
+    assert not result.cached and result.lib.exists()
+    assert not old.exists() and in_progress.exists() and current.exists()
