@@ -259,9 +259,10 @@ def auto_choice(q: torch.Tensor, padded_head_dim: int, tokens_q: int, tokens_kv:
     the masking and the variant. ``plan`` uses it after validating; the ComfyUI override asks it
     first, so that a call auto would not quantize goes back to the host without further work.
     """
-    rule = dispatch.choose(q, padded_head_dim, tokens_q, tokens_kv, is_causal)
+    device = q.device
+    rule = dispatch.choose(device, padded_head_dim, tokens_q, tokens_kv, is_causal)
     if rule is None:
-        return None, dispatch.no_rule_reason(q)
+        return None, dispatch.no_rule_reason(device)
     if rule.variant != variant:
         return None, f"where variant {variant} was not measured faster than SDPA (measured: {rule.variant})"
     why = backends.why_not(rule.backend)

@@ -42,9 +42,8 @@ def capability(index: Optional[int]) -> tuple[int, int]:
     return tuple(torch.cuda.get_device_capability(index))
 
 
-def choose(q: torch.Tensor, head_dim: int, tokens_q: int, tokens_kv: int, is_causal: bool) -> Optional[Rule]:
+def choose(device: torch.device, head_dim: int, tokens_q: int, tokens_kv: int, is_causal: bool) -> Optional[Rule]:
     """The first rule that covers this call on q's device, or None (then: SDPA)."""
-    device = q.device
     if device.type != "cuda":
         return None
     cap = capability(device.index)
@@ -62,8 +61,13 @@ def choose(q: torch.Tensor, head_dim: int, tokens_q: int, tokens_kv: int, is_cau
     return None
 
 
-def no_rule_reason(q: torch.Tensor) -> str:
+_NO_RULE = {"cuda": "where no quantized kernel was measured faster than SDPA on this GPU"}
+
+
+def no_rule_reason(device: torch.device) -> str:
     """Why ``choose`` found nothing, as a stable phrase following "calls ..." (no shapes)."""
-    if q.device.type != "cuda":
-        return f"on {q.device.type} tensors (auto quantizes only on GPUs where a kernel was measured faster)"
-    return "where no quantized kernel was measured faster than SDPA on this GPU"
+    kind = device.type
+    reason = _NO_RULE.get(kind)
+    if reason is None:  # formatted once per device type: this is on every fallback's path
+        reason = _NO_RULE[kind] = f"on {kind} tensors (auto quantizes only on GPUs where a kernel was measured faster)"
+    return reason

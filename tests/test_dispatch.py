@@ -2,7 +2,6 @@
 
 import json
 import os
-import types
 
 import pytest
 import torch
@@ -37,7 +36,7 @@ def test_choose_matches_only_the_measured_class(monkeypatch):
     # The capability is asked once per device and cached: clear the cache around each pretend GPU.
     dispatch.capability.cache_clear()
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    q = types.SimpleNamespace(device=torch.device("cuda"))
+    q = torch.device("cuda")
     rule = dispatch.choose(q, 128, 32760, 32760, False)
     assert rule is not None and (rule.backend, rule.variant) == ("triton", "int8qk-fp8pv")
     assert dispatch.choose(q, 128, 32760, 32760, True) is None  # causal: not measured
@@ -47,7 +46,7 @@ def test_choose_matches_only_the_measured_class(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
     dispatch.capability.cache_clear()
     assert dispatch.choose(q, 128, 32760, 32760, False) is None
-    assert dispatch.choose(types.SimpleNamespace(device=torch.device("cpu")), 128, 32760, 32760, False) is None
+    assert dispatch.choose(torch.device("cpu"), 128, 32760, 32760, False) is None
     dispatch.capability.cache_clear()
 
 
@@ -55,7 +54,7 @@ def test_the_capability_is_asked_once_per_device(monkeypatch):
     dispatch.capability.cache_clear()
     asked = []
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or (9, 0))
-    q = types.SimpleNamespace(device=torch.device("cuda", 0))
+    q = torch.device("cuda", 0)
     for _ in range(3):
         dispatch.choose(q, 128, 32760, 32760, False)
     assert asked == [0]

@@ -160,17 +160,18 @@ class SageAttentionOverride:
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             return NEED_GRAD, None
 
+        qs, ks = q.shape, k.shape
         if skip_reshape:
-            if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+            if len(qs) != 4 or len(ks) != 4 or v.ndim != 4:
                 return BAD_SHAPE, None
-            n_q, n_kv, d = q.shape[2], k.shape[2], q.shape[3]
+            n_q, n_kv, d = qs[2], ks[2], qs[3]
         else:
-            if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
+            if len(qs) != 3 or len(ks) != 3 or v.ndim != 3:
                 return BAD_SHAPE, None
-            if type(heads) is not int or heads <= 0 or q.shape[-1] % heads:
+            if type(heads) is not int or heads <= 0 or qs[2] % heads:
                 return BAD_SHAPE, None
-            d = q.shape[-1] // heads
-            n_q, n_kv = q.shape[1], k.shape[1]
+            d = qs[2] // heads
+            n_q, n_kv = qs[1], ks[1]
         if d > api.MAX_HEAD_DIM:
             return BAD_HEAD_DIM, None
         if cfg.exact_kv_lengths and n_kv != n_q and n_kv in cfg.exact_kv_lengths:
@@ -314,8 +315,8 @@ def _shape_key(q, k, heads, skip_reshape) -> tuple:
             h = heads
             d = hd // heads
             n_kv = k.shape[1]
-        return (int(b), int(h), int(n_q), int(n_kv), int(d), _dtype_name(q.dtype))
-    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+        return (b, h, n_q, n_kv, d, _dtype_name(q.dtype))  # torch.Size holds ints already
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError, IndexError):
         return (0, 0, 0, 0, 0, "unknown")
 
 
