@@ -79,6 +79,13 @@ class Plan:
         return self.call.head_dim
 
     @property
+    def work_dtype(self) -> torch.dtype:
+        """The dtype the backend computes in: the quantized kernels take float16/bfloat16 only."""
+        if self.dtype == torch.float32 and self.backend in QUANTIZED_BACKENDS:
+            return torch.bfloat16
+        return self.dtype
+
+    @property
     def quantized(self) -> bool:
         """True when ``run`` launches one of our quantized kernels."""
         return self.error is None and self.backend in QUANTIZED_BACKENDS
@@ -181,17 +188,19 @@ def plan(
 
 
 def run(p: Plan):
-    """Launch a plan: the output in q's layout and dtype (plus lse when ``return_lse``)."""
+    """Launch a plan: the output in q's layout and dtype (plus lse when ``return_lse``).
+
+    The same steps for every backend; what differs is in the plan: a quantized backend's call has
+    the padded head dim and works in float16/bfloat16, SDPA's takes the caller's tensors as they are.
+    """
     if p.error is not None:
         raise ValueError(p.error)
     call = p.call
-    if p.backend == "sdpa":
-        return _SDPA.run(p.q, p.k, p.v, call)
     q, k, v = p.q, p.k, p.v
-    if p.dtype == torch.float32:
+    if p.work_dtype != p.dtype:
         log.once("fp32 input", "comfy_sage: float32 inputs to the quantized backends are computed in bfloat16 "
                  "and returned as float32")
-        q, k, v = q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)
+        q, k, v = q.to(p.work_dtype), k.to(p.work_dtype), v.to(p.work_dtype)
     pad = call.head_dim - p.head_dim
     if pad:
         q, k, v = F.pad(q, (0, pad)), F.pad(k, (0, pad)), F.pad(v, (0, pad))
@@ -423,4 +432,3 @@ def _padded(head_dim: int) -> int:
 
 
 _DEFAULT_CFG = QuantConfig()
-_SDPA = backends.get("sdpa")
