@@ -399,7 +399,7 @@ def test_workflows_open_in_the_frontend_from_the_template_browser(server, tmp_pa
     """Each workflow, fetched from the template-browser URL and loaded by the real frontend
     (comfyui-frontend-package, headless Chromium): every node type registered (no missing
     nodes), no error dialog, and the frontend's own prompt (graphToPrompt) equal to the committed
-    API file, the one the host validated. A screenshot of one and a log of all go to
+    API file, the one the host validated. Then the Wan 2.1 one queued from the page with tiny models. A screenshot of one and a log of all go to
     COMFY_SAGE_ARTIFACTS when set, else to the test's temporary folder."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -461,9 +461,67 @@ def test_workflows_open_in_the_frontend_from_the_template_browser(server, tmp_pa
                 driver.set_window_size(1600, 1000)
             driver.execute_script("document.querySelectorAll('.p-dialog-close-button').forEach((b) => b.click())")
         (out / "workflows_browser_log.json").write_text(json.dumps(log, indent=2) + "\n")
+        deadline = time.monotonic() + 180
+        while any(http(port, "/queue").values()):  # earlier tests' prompts: finished before counting
+            assert time.monotonic() < deadline, "the queue did not empty"
+            time.sleep(0.5)
+        before = set(http(port, "/history"))
+        queued = driver.execute_async_script(NEW_USER_JS, PACK, "wan2.1_t2v_1.3B", server[2]["wan"],
+                                             server[2]["wan_vae"])
     finally:
         driver.quit()
     for entry in log:
         assert "error" not in entry, entry
         assert entry["missing"] == [] and entry["dialogs"] == [], entry
         assert entry["prompt_equals_committed_api"], entry
+
+    # As a new user would: the Wan 2.1 workflow from the template browser, the tiny model files
+    # picked in its loaders, the text encoders swapped for random conditioning, queued from the page.
+    assert isinstance(queued, dict) and "error" not in queued and not queued.get("errors"), queued
+    deadline = time.monotonic() + 180
+    while not (new := set(http(port, "/history")) - before):
+        assert time.monotonic() < deadline, f"nothing ran after queueing from the page: {queued}"
+        time.sleep(0.5)
+    entry = wait_for(port, new.pop(), server[3])
+    assert entry["status"]["status_str"] == "success", (entry["status"], server[3].read_text()[-4000:])
+    (video,) = [o for o in entry["outputs"].values() if o.get("animated")]
+    import imageio.v3 as iio
+
+    frames = iio.imread(server[1] / "output" / video["images"][0]["subfolder"] / video["images"][0]["filename"],
+                        plugin="pyav")
+    assert frames.shape == (5, 64, 64, 3), frames.shape
+
+
+NEW_USER_JS = """
+const [pack, name, unet, vae, done] = arguments;
+(async () => {
+  const workflow = await (await fetch(`/api/workflow_templates/${pack}/${name}.json`)).json();
+  await window.app.loadGraphData(workflow, true, true, name);
+  const graph = window.app.graph;
+  const link = (id) => (graph.links.get ? graph.links.get(id) : graph.links[id]);
+  const widget = (node, w) => node.widgets.find((x) => x.name === w);
+  const set = (type, values) => graph._nodes.filter((n) => n.type === type).forEach((n) => {
+    for (const [w, v] of Object.entries(values)) widget(n, w).value = v;
+  });
+  set("UNETLoader", {unet_name: unet});
+  set("VAELoader", {vae_name: vae});
+  set("EmptyHunyuanLatentVideo", {width: 64, height: 64, length: 5});
+  set("KSampler", {steps: 2});
+  let seed = 0;
+  for (const encoder of graph._nodes.filter((n) => n.type === "CLIPTextEncode")) {
+    const random = window.LiteGraph.createNode("TestRandomConditioning");
+    random.pos = [...encoder.pos];
+    graph.add(random);
+    widget(random, "tokens").value = 12;
+    widget(random, "dim").value = 4096;
+    widget(random, "seed").value = seed++;
+    for (const id of [...(encoder.outputs[0].links || [])]) {
+      const l = link(id);
+      random.connect(0, graph.getNodeById(l.target_id), l.target_slot);
+    }
+    graph.remove(encoder);
+  }
+  const answer = await window.app.queuePrompt(0, 1);
+  done({answer: String(answer), errors: window.app.lastNodeErrors || null});
+})().catch((e) => done({error: String(e && e.stack || e)}));
+"""
