@@ -39,7 +39,7 @@ class Model:
     unet_config: dict
     latent: tuple  # one sample's latent, batch first
     context: tuple  # text conditioning (batch, tokens, dim)
-    extra: Callable = lambda: {}
+    extra: Callable = lambda g: {}  # extra conditioning, drawn from the run's generator g
     cfg: float = 5.0  # > 1: cond and uncond run as one batch of 2, as ComfyUI does
 
 
@@ -57,7 +57,7 @@ def _flux(hidden, depth, single, side):
                               depth=depth, depth_single_blocks=single, axes_dim=[16, 56, 56], theta=10000,
                               qkv_bias=True, guidance_embed=True, txt_ids_dims=[]),
                  latent=(1, 16, side // 8, side // 8), context=(1, 512, 4096),
-                 extra=lambda: {"pooled_output": torch.randn(1, 768), "guidance": 3.5}, cfg=1.0)
+                 extra=lambda g: {"pooled_output": torch.randn(1, 768, generator=g), "guidance": 3.5}, cfg=1.0)
 
 
 def _sdxl(channels, depth, head_channels, side):
@@ -72,7 +72,7 @@ def _sdxl(channels, depth, head_channels, side):
                               out_channels=4, num_head_channels=head_channels, use_spatial_transformer=True,
                               legacy=False, num_classes="sequential", image_size=32, use_temporal_resblock=False),
                  latent=(1, 4, side // 8, side // 8), context=(1, 77, 2048),
-                 extra=lambda: {"pooled_output": torch.randn(1, 1280), "width": side, "height": side}, cfg=5.0)
+                 extra=lambda g: {"pooled_output": torch.randn(1, 1280, generator=g), "width": side, "height": side}, cfg=5.0)
 
 
 # The released sizes (Wan 2.1 14B/1.3B, Flux dev, SDXL base) at the resolutions users render.
@@ -221,8 +221,8 @@ def sample(model, spec: Model, steps: int, timer: AttentionTimer) -> dict:
 
     cuda = torch.cuda.is_available()
     g = torch.Generator().manual_seed(0)
-    positive = [[torch.randn(spec.context, generator=g), spec.extra()]]
-    negative = [[torch.randn(spec.context, generator=g), spec.extra()]]
+    positive = [[torch.randn(spec.context, generator=g), spec.extra(g)]]
+    negative = [[torch.randn(spec.context, generator=g), spec.extra(g)]]
     noise = torch.randn(spec.latent, generator=g)
     marks, attention, latents = [], [], []
 
@@ -335,8 +335,9 @@ def main(argv=None) -> int:
         del patcher
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        # after every model: a run cut short by a time limit keeps the models it finished
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 1 if failed else 0
 
 

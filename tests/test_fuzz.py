@@ -361,12 +361,7 @@ def test_gpu_backends_are_close_to_attention(p, variant, granularity, data):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", [
-    "triton",
-    pytest.param("cuda", marks=pytest.mark.xfail(
-        reason="csrc/quant/quant.cu takes amax with fmaxf, which drops NaN: the INT8 rounding then hides it "
-               "(a NaN-propagating max there fixes it)", strict=False)),
-])
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("where", ["q", "k", "v"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_gpu_non_finite_inputs_propagate(backend, where, bad):

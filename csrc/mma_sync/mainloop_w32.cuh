@@ -18,6 +18,7 @@
 // at -O1 (csrc/configs.json "ptxas"); tests/test_sass.py fails if that changes.
 #pragma once
 #include <cfloat>
+#include "common/amax.cuh"
 #include <type_traits>
 #include "common/types.h"
 #include "common/params.h"
@@ -166,8 +167,9 @@ __device__ __forceinline__ void w32_cta(const AttnParams& p) {
     for (int m = 0; m < MT; ++m) {
       // > 0, so max(raw) * f = max(raw * f). Floored at FLT_MIN: with tiny Q and K scales the
       // product can underflow to 0, and -inf * 0 (a masked score) would be NaN; at FLT_MIN every
-      // score is ~0 either way (uniform attention, as the reference computes it).
-      const float f = fmaxf(ld_shared_f32(sQS + (m * C::THREADS + tid) * 4) * ks, FLT_MIN);
+      // score is ~0 either way (uniform attention, as the reference computes it). A NaN scale
+      // (a NaN in Q or K, csrc/common/amax.cuh) stays NaN.
+      const float f = fmax_nan(ld_shared_f32(sQS + (m * C::THREADS + tid) * 4) * ks, FLT_MIN);
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) alpha[m][hf] = online_softmax(s[m], hf, f, PS_LOG2, m_run[m][hf], l_run[m][hf], rescale);
     }

@@ -2,6 +2,7 @@
 // after a small mean reduction, one over V after a per-channel mean (V smoothing) and amax). Rounding follows
 // comfy_sage/quant.py: scale = amax/qmax (1 for an all-zero group), q = rni(x / scale), saturated.
 #include "quant/quant.h"
+#include "common/amax.cuh"
 #include "common/convert.cuh"
 
 namespace cs {
@@ -60,7 +61,7 @@ __global__ void __launch_bounds__(kQuantThreads) quant_int8_kernel(const __grid_
     for (int e = 0; e < 8; ++e) {
       if (kmean) dot += v[e] * kmean[c + e];
       if (mean) v[e] = v[e] - mean[c + e];
-      amax = fmaxf(amax, fabsf(v[e]));
+      amax = fmax_nan(amax, fabsf(v[e]));
     }
     atomicMax(reinterpret_cast<unsigned int*>(&s_amax[(r % 8) / div]), __float_as_uint(amax));
     if (kmean) atomicAdd(&s_corr[r], dot);
@@ -68,7 +69,7 @@ __global__ void __launch_bounds__(kQuantThreads) quant_int8_kernel(const __grid_
   __syncthreads();
   if (threadIdx.x < p.groups) {
     const float a = s_amax[threadIdx.x];
-    const float sc = a > 0.f ? __fdiv_rn(a, 127.f) : 1.f;
+    const float sc = scale_of(a, 127.f);
     s_scale[threadIdx.x] = sc;
     p.scale[((int64_t)(b * p.H + h) * (p.N_pad / R) + tile) * p.groups + threadIdx.x] = sc;
   }
@@ -126,7 +127,7 @@ __global__ void v_amax_kernel(const void* x, int64_t sb, int64_t sh, int64_t sn,
     const char* e = base + ((int64_t)n * sn + d) * 2;
     const float val = bf16 ? __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(e))
                            : __half2float(*reinterpret_cast<const __half*>(e));
-    m = fmaxf(m, fabsf(val - mu));
+    m = fmax_nan(m, fabsf(val - mu));
   }
   atomicMax(amax + (int64_t)(b * H + h) * D + d, __float_as_uint(m));  // non-negative floats order as uints
 }
@@ -152,7 +153,7 @@ __global__ void __launch_bounds__(kQuantThreads) v_quant_kernel(const void* x, i
   constexpr float target = pv_v_target(MODE);
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     const float a = __uint_as_float(amax[(int64_t)(b * H + h) * D + d]);
-    const float sc = a > 0.f ? __fdiv_rn(a, target) : 1.f;
+    const float sc = scale_of(a, target);
     s_scale[d] = sc;
     s_mean[d] = vmean ? vmean[(int64_t)(b * H + h) * D + d] : 0.f;
     if (blockIdx.x == 0) {

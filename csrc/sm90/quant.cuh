@@ -12,6 +12,7 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include "common/amax.cuh"
 #include "sm90/params.h"
 #include "sm90/ptx.cuh"
 
@@ -43,7 +44,7 @@ __device__ __forceinline__ uint32_t pack_s8x4(float a, float b, float c, float d
 }
 
 __device__ __forceinline__ float warp_max(float v, int width_mask) {
-  for (int o = 1; o <= width_mask; o <<= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  for (int o = 1; o <= width_mask; o <<= 1) v = fmax_nan(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
 
@@ -68,7 +69,7 @@ __global__ void __launch_bounds__(256) kv_stats_kernel(KVStatsParams p, unsigned
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       ks[i] += k[i];
-      vm[i] = fmaxf(vm[i], fabsf(v[i]));
+      vm[i] = fmax_nan(vm[i], fabsf(v[i]));
     }
   }
 #pragma unroll
@@ -82,7 +83,7 @@ __global__ void __launch_bounds__(256) kv_stats_kernel(KVStatsParams p, unsigned
     float s = 0.f, mx = 0.f;
     for (int r = 0; r < RL; ++r) {
       s += sk[r][threadIdx.x];
-      mx = fmaxf(mx, sv[r][threadIdx.x]);
+      mx = fmax_nan(mx, sv[r][threadIdx.x]);
     }
     p.part_k[part + threadIdx.x] = s;
     p.part_v[part + threadIdx.x] = mx;
@@ -98,10 +99,10 @@ __global__ void __launch_bounds__(256) kv_stats_kernel(KVStatsParams p, unsigned
     for (int c = 0; c < p.n_chunks; ++c) {
       const int64_t at = (static_cast<int64_t>(bhk) * p.n_chunks + c) * D + threadIdx.x;
       s += __ldcg(p.part_k + at);
-      mx = fmaxf(mx, __ldcg(p.part_v + at));
+      mx = fmax_nan(mx, __ldcg(p.part_v + at));
     }
     p.kmean[static_cast<int64_t>(bhk) * D + threadIdx.x] = p.smooth_k ? s / static_cast<float>(p.L) : 0.f;
-    p.v_scale[static_cast<int64_t>(bhk) * D + threadIdx.x] = mx > 0.f ? __fdiv_rn(mx, 448.f) : 1.f;
+    p.v_scale[static_cast<int64_t>(bhk) * D + threadIdx.x] = scale_of(mx, 448.f);
   }
   if (threadIdx.x == 0) tickets[bhk] = 0u;  // ready for the next call (the workspace keeps it)
 #endif
@@ -129,16 +130,16 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
 #pragma unroll
         for (int e = 0; e < 8; ++e) v[i][c][e] = 0.f;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[i][c][e]));
+      for (int e = 0; e < 8; ++e) amax = fmax_nan(amax, fabsf(v[i][c][e]));
     }
   amax = warp_max(amax, p.gran == kGranThread ? 2 : 16);
   if (p.gran == kGranBlock) {
     if (lane == 0) warp_amax[warp] = amax;
     __syncthreads();
 #pragma unroll
-    for (int w = 0; w < 8; ++w) amax = fmaxf(amax, warp_amax[w]);
+    for (int w = 0; w < 8; ++w) amax = fmax_nan(amax, warp_amax[w]);
   }
-  const float scale = amax > 0.f ? __fdiv_rn(amax, 127.f) : 1.f;
+  const float scale = scale_of(amax, 127.f);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     if (rows[i] >= p.L) continue;
@@ -200,7 +201,7 @@ __global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) 
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
       if (km && valid) k[c][e] -= km[ch + e];
-      amax = fmaxf(amax, fabsf(k[c][e]));
+      amax = fmax_nan(amax, fabsf(k[c][e]));
     }
   }
   amax = warp_max(amax, 2);
@@ -223,11 +224,11 @@ __global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) 
   if (p.gran == kGranThread) {
     const int g2 = (t & 7) >> 1;
 #pragma unroll
-    for (int a = 0; a < kKBlock / 8; ++a) gmax = fmaxf(gmax, fmaxf(tok_amax[8 * a + 2 * g2], tok_amax[8 * a + 2 * g2 + 1]));
+    for (int a = 0; a < kKBlock / 8; ++a) gmax = fmax_nan(gmax, fmax_nan(tok_amax[8 * a + 2 * g2], tok_amax[8 * a + 2 * g2 + 1]));
   } else {
-    for (int a = 0; a < kKBlock; ++a) gmax = fmaxf(gmax, tok_amax[a]);
+    for (int a = 0; a < kKBlock; ++a) gmax = fmax_nan(gmax, tok_amax[a]);
   }
-  const float scale = gmax > 0.f ? __fdiv_rn(gmax, 127.f) : 1.f;
+  const float scale = scale_of(gmax, 127.f);
   if (valid) {
     int8_t* dst = p.k8 + (static_cast<int64_t>(bhk) * p.L + n) * D;
 #pragma unroll
