@@ -269,14 +269,21 @@ def auto_choice(q: torch.Tensor, padded_head_dim: int, tokens_q: int, tokens_kv:
     first, so that a call auto would not quantize goes back to the host without further work.
     """
     device = q.device
-    rule = dispatch.choose(device, padded_head_dim, tokens_q, tokens_kv, is_causal)
+    unavailable = []  # rules that cover the call but whose backend cannot run here, with why
+
+    def usable(rule) -> bool:
+        why = backends.why_not(rule.backend)
+        if why is not None:
+            unavailable.append((rule.backend, why))
+        return why is None
+
+    rule = dispatch.choose(device, padded_head_dim, tokens_q, tokens_kv, is_causal, usable)
     if rule is None:
+        if unavailable:
+            return None, "while the {} backend is unavailable ({})".format(*unavailable[0])
         return None, dispatch.no_rule_reason(device)
     if rule.variant != variant:
         return None, f"where variant {variant} was not measured faster than SDPA (measured: {rule.variant})"
-    why = backends.why_not(rule.backend)
-    if why is not None:
-        return None, f"while the {rule.backend} backend is unavailable ({why})"
     return rule, None
 
 

@@ -83,7 +83,7 @@ def parse_shape(text: str) -> Shape:
             raise ValueError(f"--shape: the fifth field must be 'causal', got {parts[4]!r}")
         causal = parts[4].lower() in ("causal", "1", "true")
     b, h, n, d = (int(p) for p in parts[:4])
-    return Shape(f"custom-{b}x{h}x{n}x{d}", b, h, n, d, causal)
+    return Shape(f"custom-{b}x{h}x{n}x{d}" + ("-causal" if causal else ""), b, h, n, d, causal)
 
 
 class Progress:

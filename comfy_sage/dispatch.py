@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -27,6 +27,16 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
+    # H200 (sm_90), bf16, head dim 128: the Hopper family (csrc/sm90/, INT8 Q·K + FP8 P·V on wgmma)
+    # beats every SDPA kernel from 8192 tokens non-causal (1.16x the fastest at 4x32x8192, 1.32-1.35x
+    # at 16k-32k, 1.44-1.53x at the Wan/HunyuanVideo shapes) and from 16384 causal (1.23-1.34x; 1.04x
+    # at 8192, within run-to-run noise, so not claimed). Below that, and at head dim 64 (0.49-0.99x),
+    # SDPA. rel-L1 0.036-0.039 vs float32 (SageAttention2's scheme).
+    Rule(capability=(9, 0), head_dims=(128,), min_q_tokens=8192, min_kv_tokens=8192, causal=False,
+         backend="cuda", variant="int8qk-fp8pv", evidence="bench/results/2026-12-02-h200-sweep-4x32.json"),
+    Rule(capability=(9, 0), head_dims=(128,), min_q_tokens=16384, min_kv_tokens=16384, causal=True,
+         backend="cuda", variant="int8qk-fp8pv", evidence="bench/results/2026-12-02-h200-sweep-4x32.json"),
+    # Where the native library is not built (install.py not run), the Triton kernels:
     # H200 (sm_90), bf16, non-causal, head dim 128: triton INT8-QK + FP8-PV 1.08-1.11x cuDNN SDPA
     # from 32760 tokens (Wan 2.1 1.3B/14B 480p and 720p, HunyuanVideo 720p); 0.99x at 16384 and
     # 0.91x at 8192, so the rule starts at 32760. rel-L1 0.039 vs float32 (SageAttention2's scheme).
@@ -42,8 +52,10 @@ def capability(index: Optional[int]) -> tuple[int, int]:
     return tuple(torch.cuda.get_device_capability(index))
 
 
-def choose(device: torch.device, head_dim: int, tokens_q: int, tokens_kv: int, is_causal: bool) -> Optional[Rule]:
-    """The first rule that covers this call on q's device, or None (then: SDPA)."""
+def choose(device: torch.device, head_dim: int, tokens_q: int, tokens_kv: int, is_causal: bool,
+           usable: Callable[[Rule], bool] = lambda rule: True) -> Optional[Rule]:
+    """The first rule that covers this call on q's device and is ``usable`` (e.g. its backend is
+    available here), or None (then: SDPA)."""
     if device.type != "cuda":
         return None
     cap = capability(device.index)
@@ -56,6 +68,7 @@ def choose(device: torch.device, head_dim: int, tokens_q: int, tokens_kv: int, i
             and tokens_q >= rule.min_q_tokens
             and tokens_kv >= rule.min_kv_tokens
             and rule.causal == is_causal
+            and usable(rule)
         ):
             return rule
     return None

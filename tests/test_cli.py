@@ -36,7 +36,7 @@ def test_bench_on_cpu_prints_accuracy_and_writes_json(tmp_path):
     assert "timing needs an NVIDIA GPU" in res.stdout
     data = json.loads(path.read_text())
     rows = data["rows"]
-    assert {r["shape"] for r in rows} == {"custom-1x2x256x64", "custom-1x1x100x128"}
+    assert {r["shape"] for r in rows} == {"custom-1x2x256x64", "custom-1x1x100x128-causal"}
     fp8 = next(r for r in rows if r["variant"] == "reference.int8qk-fp8pv" and r["dims"] == "1x2x256x64")
     assert 0.99 < fp8["cos"] < 1.0 and 0.0 < fp8["rel_l1"] < 0.05 and fp8["ms"] is None
     assert data["environment"]["torch"] == torch.__version__ and data["environment"]["gpu"] is None

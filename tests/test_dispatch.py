@@ -16,7 +16,7 @@ def test_rule_is_a_measured_win(rule):
     with open(os.path.join(ROOT, rule.evidence)) as f:
         data = json.load(f)
     assert tuple(data["environment"]["capability"]) == rule.capability
-    rows = {(r["shape"], r["variant"]): r for r in data["rows"]}
+    rows = {(r["dims"], r["variant"]): r for r in data["rows"]}  # dims: unique per shape, causal included
     covered = []
     for (shape, variant), row in rows.items():
         if variant != f"{rule.backend}.{rule.variant}" or row.get("ms") is None:
@@ -38,11 +38,17 @@ def test_choose_matches_only_the_measured_class(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     q = torch.device("cuda")
     rule = dispatch.choose(q, 128, 32760, 32760, False)
-    assert rule is not None and (rule.backend, rule.variant) == ("triton", "int8qk-fp8pv")
-    assert dispatch.choose(q, 128, 32760, 32760, True) is None  # causal: not measured
-    assert dispatch.choose(q, 128, 16384, 16384, False) is None  # 0.99x there
+    assert rule is not None and (rule.backend, rule.variant) == ("cuda", "int8qk-fp8pv")
+    assert dispatch.choose(q, 128, 8192, 8192, False).backend == "cuda"  # 1.16x there
+    assert dispatch.choose(q, 128, 4608, 4608, False) is None  # Flux: 0.92x
+    assert dispatch.choose(q, 128, 16384, 16384, True).backend == "cuda"  # causal from 16k
+    assert dispatch.choose(q, 128, 8192, 8192, True) is None  # causal 8k: 1.04x, within noise
     assert dispatch.choose(q, 128, 32760, 512, False) is None  # cross-attention to text: not measured
-    assert dispatch.choose(q, 64, 32760, 32760, False) is None
+    assert dispatch.choose(q, 64, 32760, 32760, False) is None  # head dim 64: SDPA everywhere
+    # Without the native library, the Triton rule (measured from 32760 tokens) takes over.
+    no_cuda = lambda rule: rule.backend != "cuda"  # noqa: E731
+    assert dispatch.choose(q, 128, 32760, 32760, False, no_cuda).backend == "triton"
+    assert dispatch.choose(q, 128, 16384, 16384, False, no_cuda) is None  # triton: 0.99x there
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
     dispatch.capability.cache_clear()
     assert dispatch.choose(q, 128, 32760, 32760, False) is None
