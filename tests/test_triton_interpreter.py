@@ -17,21 +17,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-
 def _interpreter_breaks_on_this_numpy() -> bool:
     """Triton 3.6's interpreter int()s 1-element arrays, which NumPy refuses from 2.3 on (measured:
     3.6 + NumPy 2.4/2.5 fail in the launch, 3.6 + 2.2 and 3.8 + 2.4 pass). The GPU image pairs
     torch 2.11's Triton 3.6 with NumPy 2.5; CI installs torch 2.14 with Triton 3.8."""
-    from importlib.metadata import PackageNotFoundError, version
+    from comfy_sage.toolchain import _dist_version, _new_enough
 
-    def release(name):
-        try:
-            return tuple(int(x) for x in version(name).split(".")[:2])
-        except (PackageNotFoundError, ValueError):
-            return None
-
-    triton, numpy = release("triton"), release("numpy")
-    return triton is not None and numpy is not None and triton < (3, 8) and numpy >= (2, 3)
+    triton, numpy = _dist_version("triton"), _dist_version("numpy")
+    return triton is not None and numpy is not None and not _new_enough(triton, (3, 8)) and _new_enough(numpy, (2, 3))
 
 
 pytestmark = [
