@@ -2,7 +2,8 @@
 # One device call: default build + A/B builds (SM90_DEFINES each), timings, ncu of the default.
 # usage: bash bench/sm90_ab.sh "DEF1 DEF2" "DEF3" ...   (each argument one A/B build: -D defines that
 # csrc/sm90 reads; the shipped sources have none, so an A/B adds its #ifdef on a scratch copy first)
-# env: SHAPES (timed with SDPA, default 0,3), NCU=0 skips the ncu pass.
+# env: SHAPES (timed with SDPA, default 0,3), AB_SHAPES (the A/B builds, default 0), ROUNDS (A/B timing
+# rounds, default 1: builds alternate within a round, so clock drift hits all alike), NCU=0 skips ncu.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -16,11 +17,16 @@ done
 wait
 grep -h '"rc"' /tmp/build*.log
 SM90_BUILD=/tmp/b0 timeout 200 python bench/sm90_bench.py time --shapes ${SHAPES:-0,3} --out $OUT 2>&1 | grep x
-i=1
-for defs in "$@"; do
-  echo "== $defs"; grep -h -A3 attn_sm90_kernelILi128 /tmp/o$i/sm90-ptxas.txt | grep -E "spill|Used" 
-  SM90_BUILD=/tmp/b$i SM90_DEFINES="$defs" timeout 60 python bench/sm90_bench.py time --shapes 0 --no-sdpa --tag=-ab$i --out $OUT 2>&1 | grep x
-  i=$((i+1))
+for r in $(seq 1 ${ROUNDS:-1}); do
+  i=1
+  for defs in "$@"; do
+    echo "== round $r: $defs"; grep -h -A3 attn_sm90_kernelILi128 /tmp/o$i/sm90-ptxas.txt | grep -E "spill|Used"
+    SM90_BUILD=/tmp/b$i SM90_DEFINES="$defs" timeout 90 python bench/sm90_bench.py time --shapes ${AB_SHAPES:-0} --no-sdpa \
+      --tag=-ab$i-r$r --out $OUT 2>&1 | grep x
+    i=$((i+1))
+  done
+  [ "$r" -gt 1 ] && SM90_BUILD=/tmp/b0 timeout 90 python bench/sm90_bench.py time --shapes ${AB_SHAPES:-0} --no-sdpa \
+    --tag=-ab0-r$r --out $OUT 2>&1 | grep x
 done
 if [ "${NCU:-1}" = 1 ]; then
   SM90_BUILD=/tmp/b0 timeout 150 ncu --clock-control none --kernel-name regex:attn_sm90 --launch-skip 1 --launch-count 1 \

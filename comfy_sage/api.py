@@ -268,23 +268,23 @@ def auto_choice(q: torch.Tensor, padded_head_dim: int, tokens_q: int, tokens_kv:
     the masking and the variant. ``plan`` uses it after validating; the ComfyUI override asks it
     first, so that a call auto would not quantize goes back to the host without further work.
     """
-    device = q.device
-    unavailable = []  # rules that cover the call but whose backend cannot run here, with why
-
-    def usable(rule) -> bool:
-        why = backends.why_not(rule.backend)
-        if why is not None:
-            unavailable.append((rule.backend, why))
-        return why is None
-
-    rule = dispatch.choose(device, padded_head_dim, tokens_q, tokens_kv, is_causal, usable)
+    if not q.is_cuda:
+        return None, dispatch.no_rule_reason(q.device)
+    index = q.get_device()
+    rule = dispatch.choose_cuda(index, padded_head_dim, tokens_q, tokens_kv, is_causal, _backend_usable)
     if rule is None:
-        if unavailable:
-            return None, "while the {} backend is unavailable ({})".format(*unavailable[0])
-        return None, dispatch.no_rule_reason(device)
+        # The first rule covering the call, usable or not: when there is one, its backend is why.
+        skipped = dispatch.choose_cuda(index, padded_head_dim, tokens_q, tokens_kv, is_causal)
+        if skipped is not None:
+            return None, f"while the {skipped.backend} backend is unavailable ({backends.why_not(skipped.backend)})"
+        return None, dispatch.NO_RULE_CUDA
     if rule.variant != variant:
         return None, f"where variant {variant} was not measured faster than SDPA (measured: {rule.variant})"
     return rule, None
+
+
+def _backend_usable(rule) -> bool:
+    return backends.why_not(rule.backend) is None
 
 
 def padded_head_dim(head_dim: int) -> int:
