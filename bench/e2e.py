@@ -274,15 +274,23 @@ def environment() -> dict:
         from comfyui_version import __version__ as comfy_version
     except ImportError:
         comfy_version = None
+    env.update(comfyui=comfy_version, sageattention=public_sage_version())
+    return env
+
+
+def public_sage_version() -> str:
+    """The public SageAttention's version, "unavailable: why" when it does not import. A source
+    build (``setup.py build_ext --inplace`` on PYTHONPATH) has no package metadata: then
+    $SAGEATTENTION_SOURCE says what was built (bench/public_sage_gpu.sh sets it)."""
     try:
         import sageattention  # noqa: F401
-
-        from importlib.metadata import version
-        sage_version = version("sageattention")
     except Exception as exc:  # any failure only means the mode is not measured; say why
-        sage_version = f"unavailable: {exc}"
-    env.update(comfyui=comfy_version, sageattention=sage_version)
-    return env
+        return f"unavailable: {exc}"
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("sageattention")
+    except PackageNotFoundError:
+        return os.environ.get("SAGEATTENTION_SOURCE", "a source build without package metadata")
 
 
 def main(argv=None) -> int:

@@ -38,14 +38,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", action="store_true", help="also 4x32x{1k..32k}x{64,128}, causal and not")
     args = ap.parse_args(argv)
     import sageattention
-    from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        sage_version = version("sageattention")
-    except PackageNotFoundError:
-        sage_version = getattr(sageattention, "__version__", "source tree")
+    from e2e import public_sage_version  # bench/ is on sys.path when this runs as a script
+
     env = bench.environment(torch.device("cuda"))
-    env["sageattention"] = sage_version
+    env["sageattention"] = public_sage_version()
     cases = [(s, False) for s in MODEL_SHAPES]
     if args.sweep:
         cases += [(s, c) for s in SWEEP for c in (False, True)]
