@@ -246,13 +246,19 @@ def sample(model, spec: Model, steps: int, timer: AttentionTimer) -> dict:
     comfy.sample.sample(model, noise, steps, spec.cfg, "euler", "simple", positive, negative,
                         torch.zeros(spec.latent), denoise=1.0, disable_pbar=True, seed=0, callback=callback)
     step_s = [b - a for a, b in zip(marks, marks[1:])]
-    timed = step_s[1:] or step_s
-    timed_attention = attention[1:] or attention
+    timed = timed_steps(step_s)
+    timed_attention = timed_steps(attention)
     median = statistics.median(timed)
     return {"step_s": step_s, "first_step_s": step_s[0], "median_step_s": median,
             "attention_share": statistics.median(a / s for a, s in zip(timed_attention, timed)),
             "peak_vram_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             "_latents": latents}
+
+
+def timed_steps(per_step: list) -> list:
+    """A run's steps after the first (which holds compilation and cuDNN planning); all of a
+    one-step run."""
+    return per_step[1:] or per_step
 
 
 def divergence(latents, baseline) -> list:
@@ -331,7 +337,7 @@ def main(argv=None) -> int:
                 if rnd:  # later rounds add timed steps; the first holds divergence and first-step time
                     first = runs[mode]
                     first.setdefault("step_s_rounds", [first["step_s"]]).append(run["step_s"])
-                    pooled = [t for steps in first["step_s_rounds"] for t in (steps[1:] or steps)]
+                    pooled = [t for steps in first["step_s_rounds"] for t in timed_steps(steps)]
                     first["median_step_s"] = statistics.median(pooled)
                     if mode != "host":
                         first["speedup_vs_host"] = runs["host"]["median_step_s"] / first["median_step_s"]

@@ -6,11 +6,8 @@
 set -uo pipefail
 out=${1:?usage: bench/e2e_gpu.sh OUT_DIR}
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl-e2e/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site
-mkdir -p /tmp/comfy && tar xzf .dev/ComfyUI-0.8.0.tar.gz -C /tmp/comfy
-comfy=$(dirname "$(ls -d /tmp/comfy/*/main.py /tmp/comfy/main.py 2>/dev/null | head -1)")
-python3 install.py --arch 90 --jobs 16 --no-self-test > "$out/install.log" 2>&1 || { tail -20 "$out/install.log"; exit 1; }
+source bench/comfy_device_env.sh
 timeout 260 python3 bench/e2e.py --comfyui "$comfy" --models wan14b-480p,wan1.3b-480p,flux-1024,sdxl-1024 \
     --modes host,auto,accurate --steps 4 --out "$out/e2e-480p-image.json" 2>&1 | grep -v -i warn | tail -20
 timeout 200 python3 bench/e2e.py --comfyui "$comfy" --models wan14b-720p --modes host,auto --steps 3 \

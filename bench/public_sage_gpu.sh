@@ -13,10 +13,7 @@ phases=${PHASES:-fallback kernel e2e}
 export SAGEATTENTION_SOURCE="$(cat .dev/sage/SOURCE)"
 t0=$SECONDS
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl-e2e/*.whl || exit 1
-mkdir -p /tmp/comfy && tar xzf .dev/ComfyUI-0.8.0.tar.gz -C /tmp/comfy
-comfy=$(dirname "$(ls -d /tmp/comfy/*/main.py /tmp/comfy/main.py 2>/dev/null | head -1)")
-python3 install.py --arch 90 --jobs 16 --no-self-test > "$out/install.log" 2>&1 || { tail -20 "$out/install.log"; exit 1; }
+source bench/comfy_device_env.sh
 [[ $phases == *fallback* ]] && PYTHONPATH=$PWD timeout 120 python3 bench/fallback_overhead.py --json "$out/fallback-overhead.json" \
     > "$out/fallback-overhead.log" 2>&1 && tail -10 "$out/fallback-overhead.log"
 rm -rf /tmp/sage && cp -r .dev/sage /tmp/sage
