@@ -30,6 +30,9 @@ FLAGS = ["-gencode=arch=compute_90a,code=sm_90a", "-O3", "-std=c++17", "--use_fa
          "-Xptxas=-v,--warn-on-spills", "-Xcompiler=-fPIC", "-Xcompiler=-fvisibility=hidden", "-shared",
          "-cudart=static"]
 GRAN = {"per_thread": 0, "per_warp": 1, "per_block": 2}
+# SM90_PV=fp16 runs the accurate mode (csrc/common/types.h PV codes: FP16 0, FP8 1)
+PV_NAME = os.environ.get("SM90_PV", "fp8")
+PV_CODE = {"fp16": 0, "fp8": 1}[PV_NAME]
 
 
 def meta() -> dict:
@@ -41,6 +44,7 @@ def meta() -> dict:
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
         "extra_defines": os.environ.get("SM90_DEFINES", ""),
+        "pv": PV_NAME,
     }
 
 
@@ -90,7 +94,7 @@ class Lib:
     def __init__(self):
         self.lib = ctypes.CDLL(str(LIB))
         self.lib.cs_sm90_workspace_bytes.restype = ctypes.c_size_t
-        self.lib.cs_sm90_workspace_bytes.argtypes = [ctypes.c_int] * 7
+        self.lib.cs_sm90_workspace_bytes.argtypes = [ctypes.c_int] * 8
         self.lib.cs_sm90_attention.restype = ctypes.c_int
         self.err = ctypes.create_string_buffer(512)
         self.ws = None
@@ -107,7 +111,7 @@ class Lib:
             st = lambda t: (t.stride(0), t.stride(2), t.stride(1))
         o = torch.empty_like(q) if out is None else out
         lse_t = torch.empty(B, Hq, Lq, device=q.device, dtype=torch.float32) if lse else None
-        nbytes = self.lib.cs_sm90_workspace_bytes(B, Hq, Hkv, Lq, Lk, D, int(lse))
+        nbytes = self.lib.cs_sm90_workspace_bytes(B, Hq, Hkv, Lq, Lk, D, int(lse), PV_CODE)
         if self.ws is None or self.ws.numel() < nbytes:
             self.ws = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
         arr = lambda t: (ctypes.c_int64 * 3)(*st(t))
@@ -117,7 +121,7 @@ class Lib:
             ctypes.c_int(1 if q.dtype == torch.bfloat16 else 0), B, Hq, Hkv, Lq, Lk, D,
             arr(q), arr(k), arr(v), arr(o), GRAN[gran], int(smooth_k), int(causal),
             ctypes.c_float(1.0 / math.sqrt(D)), ctypes.c_void_p(self.ws.data_ptr()), ctypes.c_size_t(self.ws.numel()),
-            ctypes.c_void_p(torch.cuda.current_stream().cuda_stream), self.err, ctypes.c_size_t(512))
+            ctypes.c_void_p(torch.cuda.current_stream().cuda_stream), self.err, ctypes.c_size_t(512), PV_CODE)
         if rc:
             raise RuntimeError(f"cs_sm90_attention rc={rc}: {self.err.value.decode()}")
         return (o, lse_t) if lse else o
@@ -191,7 +195,7 @@ def test(out: Path) -> dict:
         rec["vs_f32"] = metrics(o, ref)
         try:
             r = comfy_sage.sageattn(q, k, v, tensor_layout=layout, is_causal=causal, return_lse=want_lse,
-                                    backend="reference", variant="int8qk-fp8pv", qk_granularity=gran,
+                                    backend="reference", variant=f"int8qk-{PV_NAME}pv", qk_granularity=gran,
                                     tiles=Tiles(blk_q=128, warp_q=16, blk_k=128))
             rq, rq_lse = r if want_lse else (r, None)
             rec["vs_ref"] = metrics(o, rq)

@@ -20,7 +20,9 @@
   X(W32, 64, INT8, (&cs::mma_sync::launch_w32<64, cs::PV::INT8>)) \
   X(W32, 128, FP16, (&cs::mma_sync::launch_w32<128, cs::PV::FP16>)) \
   X(W32, 128, INT8, (&cs::mma_sync::launch_w32<128, cs::PV::INT8>)) \
+  X(SM90, 64, FP16, nullptr) \
   X(SM90, 64, FP8, nullptr) \
+  X(SM90, 128, FP16, nullptr) \
   X(SM90, 128, FP8, nullptr)
 
 // X(family, tiles function, pipeline namespace, the arches it runs on...): families with kernels

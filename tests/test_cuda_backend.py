@@ -148,7 +148,7 @@ def test_matches_reference(cuda_backend, shape, pv, family):
     ref, ref_lse = reference.attention(q, k, v, call)
     tight = errors(out, ref)
     bound = 2e-3 if dtype is torch.bfloat16 else 1e-3
-    if family == "sm90":  # one FFMA for the exp2 argument, FP8 wgmma accumulation: tests/test_sm90.py says why
+    if family == "sm90":  # one FFMA for the exp2 argument (and FP8 wgmma accumulation): tests/test_sm90.py says why
         bound = 4e-3
     assert tight.rel_l1 <= bound, f"vs reference (same quantization): {tight}"
     assert torch.allclose(lse, ref_lse, atol=2e-3, rtol=1e-4), (lse - ref_lse).abs().max()

@@ -1,8 +1,8 @@
 """CI check of the Hopper family's machine code (csrc/sm90/, its own sources in csrc/configs.json):
 compile sm90/sm90.cu for sm_90a with nvcc (no GPU needed) and read ptxas' report and the SASS.
 
-The attention kernels must run Q·Kᵀ on IGMMA (int8 wgmma) and P·V on QGMMA (fp8 wgmma), not on
-mma.sync (IMMA/HMMA); nothing may touch local memory (no spill in ptxas' report, no LDL/STL);
+The attention kernels must run Q·Kᵀ on IGMMA (int8 wgmma) and P·V on QGMMA (fp8 wgmma) or HGMMA (f16
+wgmma, the accurate mode), not on mma.sync (IMMA/HMMA); nothing may touch local memory (no spill in ptxas' report, no LDL/STL);
 and ptxas must not have serialized the wgmma pipeline (its C7510-C7515 notes: a register of an
 in-flight wgmma touched by other instructions makes it wait after every wgmma: C7513 appeared
 once during development, csrc/sm90/NOTES.md v2).
@@ -51,14 +51,17 @@ def compiled(tmp_path_factory):
     return proc.stdout + proc.stderr, kernels
 
 
+# PV codes in the kernels' mangled names (csrc/common/types.h): FP16 0, FP8 1.
+@pytest.mark.parametrize("pv,code,pv_op", [("fp8", 1, "QGMMA.64x{d}x32.F32.E4M3.E4M3"),
+                                           ("fp16", 0, "HGMMA.64x{d}x16.F32")], ids=lambda x: str(x))
 @pytest.mark.parametrize("d", [64, 128])
-def test_attention_kernel_uses_wgmma(compiled, d):
+def test_attention_kernel_uses_wgmma(compiled, d, pv, code, pv_op):
     _, kernels = compiled
-    found = [s for n, s in kernels.items() if "attn_sm90_kernel" in n and f"ILi{d}E" in n]
+    found = [s for n, s in kernels.items() if "attn_sm90_kernel" in n and f"ILi{d}ELNS_2PVE{code}E" in n]
     assert len(found) == 1, list(kernels)
     sass = found[0]
     assert re.search(r"\bIGMMA\.64x128x32\.S8\.S8\b", sass), "Q·Kᵀ is not on int8 wgmma"
-    assert re.search(rf"\bQGMMA\.64x{d}x32\.F32\.E4M3\.E4M3\b", sass), "P·V is not on fp8 wgmma"
+    assert re.search(r"\b" + re.escape(pv_op.format(d=d)) + r"\b", sass), f"P·V ({pv}) is not on wgmma"
     for op in ("IMMA", "HMMA", "LDL", "STL"):
         assert not re.search(rf"\b{op}\b", sass), f"{op} in the sm90 attention kernel"
 

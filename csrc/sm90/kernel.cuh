@@ -14,6 +14,10 @@
 // (O = O·α + O': SageAttention2's two-level accumulation, the FP8 MMA keeps ~22 bits), then
 // P(j) = exp2(S·scale − m + log2 448) packed to e4m3 straight into wgmma's A-register layout.
 //
+// Accurate mode (PV::FP16): P·V in f16 (m64nDk16, P in [0,1] rounded to f16, Vᵀ in f16 unscaled,
+// tokens in order) accumulated straight into O: the f16 wgmma's fp32 accumulation is exact enough,
+// so there is no fresh tile and O is rescaled by α (one FMUL per element) before the next P·V.
+//
 // P in registers, as wgmma's 8-bit A fragment wants it, holds keys {2q, 2q+1, 2q+8, 2q+9} of each
 // 16 at k positions {4q .. 4q+3} (q = lane % 4): V is stored with its tokens permuted the same
 // way within every 16 (quant.cuh, `vt_pos`), so no shuffles are needed.
@@ -27,12 +31,15 @@
 
 namespace cs { namespace sm90 {
 
-template <int D>
+template <int D, PV MODE>
 struct SmemLayout {
   static_assert(D == 64 || D == 128, "head dim 64 or 128");
+  static_assert(MODE == PV::FP8 || MODE == PV::FP16, "FP8 or FP16 P·V");
   static constexpr int q_bytes = kBlockM * D;   // int8, rows of D bytes
   static constexpr int k_bytes = kBlockN * D;   // int8, rows of D bytes
-  static constexpr int v_bytes = D * kBlockN;   // e4m3 Vᵀ, rows of 128 tokens
+  // Vᵀ: e4m3 rows of 128 tokens, or f16 as two sub-tiles of 64 tokens (128-byte rows: the swizzle span)
+  static constexpr int v_sub = D * 128;
+  static constexpr int v_bytes = MODE == PV::FP8 ? D * kBlockN : 2 * D * kBlockN;
   static constexpr int q_off = 0;
   static constexpr int k_off = q_off + q_bytes;
   static constexpr int v_off = k_off + kStages * k_bytes;
@@ -48,10 +55,12 @@ constexpr float kLog2P = 8.807354922057604f;      // log2(448): P's static FP8 s
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLnP = 6.104793232414985f;        // ln(448)
 
-// Row max, exponentials and e4m3 packing of one 64x128 S tile; MASK only on the blocks that
-// cross the sequence end or the causal diagonal.
-template <bool MASK>
+// Row max, exponentials and packing of one 64x128 S tile into P·V's A fragments (e4m3 or f16);
+// MASK only on the blocks that cross the sequence end or the causal diagonal.
+template <bool MASK, PV MODE>
 struct Softmax {
+  static constexpr int kSlices = MODE == PV::FP8 ? 4 : 8;  // k32 (e4m3) or k16 (f16) slices of 128 keys
+  static constexpr float kLog2Scale = MODE == PV::FP8 ? kLog2P : 0.f;
   // Pass 1: masked scores -> 0 (below every biased score), the scaled row max, m and α updated.
   __device__ __forceinline__ static void max_pass(uint32_t (&S)[64], const float (&sc)[2], float (&m)[2],
                                                   float (&alpha)[2], int col0, int row0, int Lk, int causal) {
@@ -84,14 +93,14 @@ struct Softmax {
       m[i] = m_new;
     }
   }
-  // Pass 2: P̃ = exp2(s·scale − m + log2 448) into e4m3 A fragments; l = l·α + Σ P̃ (thread part).
+  // Pass 2: P̃ = exp2(s·scale − m (+ log2 448 for e4m3)) into A fragments; l = l·α + Σ P̃ (thread part).
   __device__ __forceinline__ static void exp_pass(const uint32_t (&S)[64], const float (&sc)[2], const float (&m)[2],
-                                                  const float (&alpha)[2], float (&l)[2], uint32_t (&P)[4][4]) {
+                                                  const float (&alpha)[2], float (&l)[2], uint32_t (&P)[kSlices][4]) {
     float cst[2][2];
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) cst[i][h] = -kMagic * sc[h] - m[i] + kLog2P;
+      for (int h = 0; h < 2; ++h) cst[i][h] = -kMagic * sc[h] - m[i] + kLog2Scale;
     float p[64];
     float sum[2] = {0.f, 0.f};
 #pragma unroll
@@ -112,13 +121,22 @@ struct Softmax {
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i) l[i] = l[i] * alpha[i] + sum[i];
+    if constexpr (MODE == PV::FP8) {
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      const int b = 16 * kk;
-      P[kk][0] = pack_e4m3x4(p[b + 0], p[b + 1], p[b + 4], p[b + 5]);
-      P[kk][1] = pack_e4m3x4(p[b + 2], p[b + 3], p[b + 6], p[b + 7]);
-      P[kk][2] = pack_e4m3x4(p[b + 8], p[b + 9], p[b + 12], p[b + 13]);
-      P[kk][3] = pack_e4m3x4(p[b + 10], p[b + 11], p[b + 14], p[b + 15]);
+      for (int kk = 0; kk < 4; ++kk) {
+        const int b = 16 * kk;
+        P[kk][0] = pack_e4m3x4(p[b + 0], p[b + 1], p[b + 4], p[b + 5]);
+        P[kk][1] = pack_e4m3x4(p[b + 2], p[b + 3], p[b + 6], p[b + 7]);
+        P[kk][2] = pack_e4m3x4(p[b + 8], p[b + 9], p[b + 12], p[b + 13]);
+        P[kk][3] = pack_e4m3x4(p[b + 10], p[b + 11], p[b + 14], p[b + 15]);
+      }
+    } else {
+      // The f16 A fragment of keys 16kk..16kk+15 is the S accumulator's layout of those columns
+      // (rows r / r+8, keys 2q, 2q+1 and 8+2q, 9+2q): no permutation.
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) P[kk][r] = pack_f16x2(p[8 * kk + 2 * r], p[8 * kk + 2 * r + 1]);
     }
   }
 };
@@ -133,6 +151,17 @@ __device__ __forceinline__ void issue_pv(float (&Of)[D / 2], const uint32_t (&P)
   }
 }
 
+// Accurate mode: O += P·V over 8 k16 slices; slices 0-3 read the first 64-token sub-tile of Vᵀ.
+template <int D>
+__device__ __forceinline__ void issue_pv(float (&O)[D / 2], const uint32_t (&P)[8][4], uint32_t sv) {
+  const uint64_t dv[2] = {smem_desc<128>(sv), smem_desc<128>(sv + D * 128)};
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk) {
+    if constexpr (D == 128) wgmma_f16_m64n128k16(O, P[kk], dv[kk / 4] + 2 * (kk % 4));
+    else wgmma_f16_m64n64k16(O, P[kk], dv[kk / 4] + 2 * (kk % 4));
+  }
+}
+
 template <int D>
 __device__ __forceinline__ void issue_qk(uint32_t (&S)[64], uint64_t dq, uint32_t sk) {
   const uint64_t dk = smem_desc<D>(sk);
@@ -140,12 +169,13 @@ __device__ __forceinline__ void issue_qk(uint32_t (&S)[64], uint64_t dq, uint32_
   for (int kk = 0; kk < D / 32; ++kk) wgmma_s8_m64n128k32(S, dq + 2 * kk, dk + 2 * kk);
 }
 
-template <int D>
+template <int D, PV MODE>
 __global__ void __launch_bounds__(kThreads, 1)
 attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CUtensorMap tmK,
                  const __grid_constant__ CUtensorMap tmV, const __grid_constant__ AttnParams p) {
 #if CS_SM90_DEVICE
-  using L = SmemLayout<D>;
+  using L = SmemLayout<D, MODE>;
+  constexpr bool kFP8 = MODE == PV::FP8;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
   const uint32_t sQ = base + L::q_off, sK = base + L::k_off, sV = base + L::v_off, bars = base + L::bar_off;
@@ -193,7 +223,12 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
         tma_load_3d(sK + s * L::k_bytes, &tmK, full_k(s), 0, j * kBlockN, bhk);
         mbar_wait(empty_v(s), ph ^ 1);
         mbar_expect_tx(full_v(s), L::v_bytes);
-        tma_load_3d(sV + s * L::v_bytes, &tmV, full_v(s), j * kBlockN, 0, bhk);
+        if constexpr (kFP8) {
+          tma_load_3d(sV + s * L::v_bytes, &tmV, full_v(s), j * kBlockN, 0, bhk);
+        } else {  // coordinates in bytes: two boxes of 64 f16 tokens
+          tma_load_3d(sV + s * L::v_bytes, &tmV, full_v(s), 2 * j * kBlockN, 0, bhk);
+          tma_load_3d(sV + s * L::v_bytes + L::v_sub, &tmV, full_v(s), 2 * j * kBlockN + 128, 0, bhk);
+        }
       }
     }
     return;
@@ -213,9 +248,12 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
   // Blocks from here on need masking (sequence end, causal diagonal of this warpgroup's rows).
   const int first_masked = p.causal ? min(p.Lk / kBlockN, (m0 + 64 * cw) / kBlockN) : p.Lk / kBlockN;
 
+  using SoftmaxM = Softmax<true, MODE>;
+  using SoftmaxU = Softmax<false, MODE>;
+  constexpr int kSlices = SoftmaxU::kSlices;
   uint32_t S[64];
-  float O[D / 2], Of[D / 2];
-  uint32_t P[4][4];
+  float O[D / 2], Of[kFP8 ? D / 2 : 1];  // Of: FP8's fresh per-block tile
+  uint32_t P[kSlices][4];
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2], alpha_pend[2] = {0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) O[i] = 0.f;
@@ -225,19 +263,32 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
   };
   auto softmax = [&](int j, const float (&sc)[2]) {
     if (j >= first_masked) {
-      Softmax<true>::max_pass(S, sc, m, alpha, j * kBlockN + 2 * (lane & 3), row0, p.Lk, p.causal);
+      SoftmaxM::max_pass(S, sc, m, alpha, j * kBlockN + 2 * (lane & 3), row0, p.Lk, p.causal);
     } else {
-      Softmax<false>::max_pass(S, sc, m, alpha, 0, 0, 0, 0);
+      SoftmaxU::max_pass(S, sc, m, alpha, 0, 0, 0, 0);
     }
   };
   auto exps = [&](int j, const float (&sc)[2]) {
-    if (j >= first_masked) Softmax<true>::exp_pass(S, sc, m, alpha, l, P);
-    else Softmax<false>::exp_pass(S, sc, m, alpha, l, P);
+    if (j >= first_masked) SoftmaxM::exp_pass(S, sc, m, alpha, l, P);
+    else SoftmaxU::exp_pass(S, sc, m, alpha, l, P);
   };
-  auto fold = [&]() {  // O = O·α + O'
+  // FP8: O = O·α(j-1) + O'(j-1). FP16: P(j-1)·V went into O itself; bring O to this block's max.
+  auto fold = [&]() {
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) O[i] = fmaf(O[i], alpha_pend[(i >> 1) & 1], Of[i]);
+    for (int i = 0; i < D / 2; ++i) {
+      if constexpr (kFP8) O[i] = fmaf(O[i], alpha_pend[(i >> 1) & 1], Of[i]);
+      else O[i] *= alpha[(i >> 1) & 1];
+    }
   };
+  auto fence_p = [&]() {
+#pragma unroll
+    for (int kk = 0; kk < kSlices; ++kk) reg_fence(P[kk]);
+  };
+  // What P·V accumulates into: FP8's fresh tile, or O itself.
+  float(&acc)[D / 2] = *[&] {
+    if constexpr (kFP8) return &Of;
+    else return &O;
+  }();
 
   mbar_wait(bar_q, 0);
 
@@ -268,19 +319,19 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
 #pragma unroll
     for (int i = 0; i < 64; ++i) S[i] = kMagicBits;
     reg_fence(S);
-    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
+    fence_p();
     wgmma_fence();
     issue_qk<D>(S, dq, sK + s * L::k_bytes);
     wgmma_commit();
-    issue_pv<D>(Of, P, sV + sp * L::v_bytes);
+    issue_pv<D>(acc, P, sV + sp * L::v_bytes);
     wgmma_commit();
     wgmma_wait<1>();
     reg_fence(S);
     if (lane == 0) mbar_arrive(empty_k(s));
     softmax(j, sc);
     wgmma_wait<0>();
-    reg_fence(Of);
-    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
+    reg_fence(acc);
+    fence_p();
     if (lane == 0) mbar_arrive(empty_v(sp));
     fold();
     exps(j, sc);
@@ -290,15 +341,15 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
   {  // the last block's P·V
     const int sp = (n_blocks - 1) % kStages;
     mbar_wait(full_v(sp), ((n_blocks - 1) / kStages) & 1);
-    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
+    fence_p();
     wgmma_fence();
-    issue_pv<D>(Of, P, sV + sp * L::v_bytes);
+    issue_pv<D>(acc, P, sV + sp * L::v_bytes);
     wgmma_commit();
     wgmma_wait<0>();
-    reg_fence(Of);
-    reg_fence(P[0]); reg_fence(P[1]); reg_fence(P[2]); reg_fence(P[3]);
+    reg_fence(acc);
+    fence_p();
     if (lane == 0) mbar_arrive(empty_v(sp));
-    fold();
+    if constexpr (kFP8) fold();  // FP16: the last P·V is in O already, at the final max
   }
 
   // ---------------- epilogue: O · v_scale / l, lse ----------------
@@ -308,11 +359,11 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
   }
   const float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
-  const float* vs = p.v_scale + static_cast<int64_t>(bhk) * D + 2 * (lane & 3);
+  const float* vs = p.v_scale + static_cast<int64_t>(bhk) * D + 2 * (lane & 3);  // FP8 only
   char* obase = static_cast<char*>(p.o) + 2 * (static_cast<int64_t>(b) * p.o_sb + static_cast<int64_t>(h) * p.o_sh);
 #pragma unroll
   for (int j = 0; j < D / 8; ++j) {
-    const float2 v2 = __ldg(reinterpret_cast<const float2*>(vs + 8 * j));
+    const float2 v2 = kFP8 ? __ldg(reinterpret_cast<const float2*>(vs + 8 * j)) : make_float2(1.f, 1.f);
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int row = row0 + 8 * i;
@@ -330,7 +381,7 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
       const int row = row0 + 8 * i;
       if (row < p.Lq) {
         const int64_t at = static_cast<int64_t>(bh) * p.Lq + row;
-        float v = (m[i] + __log2f(l[i])) * kLn2 - kLnP;
+        float v = (m[i] + __log2f(l[i])) * kLn2 - (kFP8 ? kLnP : 0.f);
         if (p.lse_corr) v += p.lse_corr[at];
         p.lse[at] = v;
       }

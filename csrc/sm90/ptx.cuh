@@ -4,6 +4,7 @@
 // this family is never launched).
 #pragma once
 #include <cstdint>
+#include <cuda_fp16.h>
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define CS_SM90_DEVICE 1
@@ -136,6 +137,12 @@ __device__ __forceinline__ uint32_t pack_e4m3x4(float a, float b, float c, float
       : "f"(a), "f"(b), "f"(c), "f"(d));
 #endif
   return r;
+}
+
+// Two floats -> f16x2 (round to nearest even), lo in the low half: one k-pair of an f16 A fragment.
+__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
 }
 
 __device__ __forceinline__ float ex2(float x) {

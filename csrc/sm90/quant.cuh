@@ -6,7 +6,8 @@
 //   quant_q:   Q -> int8 (B*Hq, Lq, D), one scale per (16-row tile, row % 8) in every granularity
 //              (coarser ones write their shared scale into each slot), + the lse correction.
 //   quant_kv:  K - mean -> int8 (B*Hkv, Lk, D), one scale per (128-token block, (token % 8) / 2);
-//              V / scale -> e4m3, transposed to (B*Hkv, D, L_pad), tokens permuted within 16.
+//              V / scale -> e4m3, transposed to (B*Hkv, D, L_pad), tokens permuted within 16;
+//              or (accurate mode) V -> f16 unscaled, transposed, tokens in order.
 // Rounding follows the reference (quant.py): scale = amax / qmax with a true division, values
 // x / scale rounded to nearest even and saturated; FP8 by cvt.rn.satfinite.
 #pragma once
@@ -172,12 +173,13 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
 }
 
 // grid (ceil(Lk / 128), B*Hkv), 512 threads: one K scale block of 128 tokens, 4 threads per token.
-template <int D>
+template <int D, PV MODE>
 __global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) {
 #if CS_SM90_DEVICE
   constexpr int CH = D / 32;  // 16-byte chunks per thread
+  constexpr int VB = MODE == PV::FP8 ? 1 : 2;  // bytes per Vᵀ element
   __shared__ float tok_amax[kKBlock];
-  __shared__ __align__(16) uint8_t vt[D][kKBlock];
+  __shared__ __align__(16) uint8_t vt[D][kKBlock * VB];
   const int bhk = blockIdx.y, b = bhk / p.H, h = bhk % p.H;
   const int t = threadIdx.x >> 2, part = threadIdx.x & 3;
   const int n = blockIdx.x * kKBlock + t;
@@ -206,16 +208,22 @@ __global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) 
   }
   amax = warp_max(amax, 2);
   if (part == 0) tok_amax[t] = amax;
-  // V: e4m3 of v / scale, into the transposed, permuted tile.
+  // V: e4m3 of v / scale into the transposed, permuted tile, or f16 of v transposed in order.
 #pragma unroll
   for (int c = 0; c < CH; ++c) {
     const int ch = 8 * (4 * c + part);
+    if constexpr (MODE == PV::FP8) {
 #pragma unroll
-    for (int e = 0; e < 8; e += 4) {
-      const uint32_t q = pack_e4m3x4(__fdiv_rn(v[c][e], vs[ch + e]), __fdiv_rn(v[c][e + 1], vs[ch + e + 1]),
-                                     __fdiv_rn(v[c][e + 2], vs[ch + e + 2]), __fdiv_rn(v[c][e + 3], vs[ch + e + 3]));
+      for (int e = 0; e < 8; e += 4) {
+        const uint32_t q = pack_e4m3x4(__fdiv_rn(v[c][e], vs[ch + e]), __fdiv_rn(v[c][e + 1], vs[ch + e + 1]),
+                                       __fdiv_rn(v[c][e + 2], vs[ch + e + 2]), __fdiv_rn(v[c][e + 3], vs[ch + e + 3]));
 #pragma unroll
-      for (int u = 0; u < 4; ++u) vt[ch + e + u][vt_pos(t)] = static_cast<uint8_t>(q >> (8 * u));
+        for (int u = 0; u < 4; ++u) vt[ch + e + u][vt_pos(t)] = static_cast<uint8_t>(q >> (8 * u));
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        *reinterpret_cast<__half*>(&vt[ch + e][2 * t]) = __float2half_rn(v[c][e]);
     }
   }
   __syncthreads();
@@ -241,11 +249,13 @@ __global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) 
   }
   // tokens 0..3 hold the four groups' scales ((t % 8) / 2 = t / 2 for t < 8: tokens 0, 2, 4, 6)
   if (part == 0 && t < 8 && (t & 1) == 0) p.k_scale[static_cast<int64_t>(bhk) * p.spr + blockIdx.x * 4 + t / 2] = scale;
-  // V^T rows: D rows of 64 bytes, 16 bytes per thread per pass.
-  uint8_t* vdst = p.vt + static_cast<int64_t>(bhk) * D * p.L_pad + static_cast<int64_t>(blockIdx.x) * kKBlock;
-  for (int i = threadIdx.x; i < D * (kKBlock / 16); i += 4 * kKBlock) {
-    const int d = i / (kKBlock / 16), c = i % (kKBlock / 16);
-    *reinterpret_cast<uint4*>(vdst + static_cast<int64_t>(d) * p.L_pad + 16 * c) = *reinterpret_cast<const uint4*>(&vt[d][16 * c]);
+  // V^T rows: D rows of 128 (e4m3) or 256 (f16) bytes, 16 bytes per thread per pass.
+  constexpr int kRowChunks = kKBlock * VB / 16;
+  const int64_t pitch = static_cast<int64_t>(p.L_pad) * VB;
+  uint8_t* vdst = p.vt + static_cast<int64_t>(bhk) * D * pitch + static_cast<int64_t>(blockIdx.x) * kKBlock * VB;
+  for (int i = threadIdx.x; i < D * kRowChunks; i += 4 * kKBlock) {
+    const int d = i / kRowChunks, c = i % kRowChunks;
+    *reinterpret_cast<uint4*>(vdst + static_cast<int64_t>(d) * pitch + 16 * c) = *reinterpret_cast<const uint4*>(&vt[d][16 * c]);
   }
 #endif
 }

@@ -23,7 +23,7 @@ struct Layout {
   int q_spr, k_spr, lk_pad, n_chunks, chunk;
 };
 
-Layout layout(int B, int Hq, int Hkv, int Lq, int Lk, int D, bool lse) {
+Layout layout(int B, int Hq, int Hkv, int Lq, int Lk, int D, bool lse, PV pv) {
   Layout l{};
   l.q_spr = (Lq + kQRows - 1) / kQRows * 8;
   l.k_spr = (Lk + kKBlock - 1) / kKBlock * 4;
@@ -41,7 +41,7 @@ Layout layout(int B, int Hq, int Hkv, int Lq, int Lk, int D, bool lse) {
   l.qs = take(sizeof(float) * bq * l.q_spr);
   l.k8 = take(bk * Lk * D);
   l.ks = take(sizeof(float) * bk * l.k_spr);
-  l.vt = take(bk * D * l.lk_pad);
+  l.vt = take(bk * D * l.lk_pad * (pv == PV::FP16 ? 2 : 1));
   l.vs = take(sizeof(float) * bk * D);
   l.kmean = take(sizeof(float) * bk * D);
   l.part_k = take(sizeof(float) * bk * l.n_chunks * D);
@@ -85,7 +85,7 @@ bool make_map(CUtensorMap* map, void* base, uint64_t inner, uint64_t rows, uint6
             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int D>
+template <int D, PV MODE>
 cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, const void* v, void* o, float* lse,
                        int bf16, int B, int Hq, int Hkv, int Lq, int Lk, const int64_t* qs, const int64_t* ks,
                        const int64_t* vs, const int64_t* os, int gran, int smooth_k, int causal, float sm_scale,
@@ -117,12 +117,13 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   kp.in_bf16 = bf16; kp.H = Hkv; kp.L = Lk; kp.L_pad = L.lk_pad; kp.spr = L.k_spr; kp.gran = gran;
   kp.kmean = smooth_k ? f32(L.kmean) : nullptr; kp.v_scale = f32(L.vs);
   kp.k8 = reinterpret_cast<int8_t*>(ws + L.k8); kp.k_scale = f32(L.ks); kp.vt = reinterpret_cast<uint8_t*>(ws + L.vt);
-  quant_kv_kernel<D><<<dim3((Lk + kKBlock - 1) / kKBlock, bk), 4 * kKBlock, 0, st>>>(kp);
+  quant_kv_kernel<D, MODE><<<dim3((Lk + kKBlock - 1) / kKBlock, bk), 4 * kKBlock, 0, st>>>(kp);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
 
   CUtensorMap tq, tk, tv;
   if (!make_map(&tq, ws + L.q8, D, Lq, bq, D, D, kBlockM) || !make_map(&tk, ws + L.k8, D, Lk, bk, D, D, kBlockN) ||
-      !make_map(&tv, ws + L.vt, L.lk_pad, D, bk, L.lk_pad, kBlockN, D)) {
+      !(MODE == PV::FP8 ? make_map(&tv, ws + L.vt, L.lk_pad, D, bk, L.lk_pad, kBlockN, D)
+                        : make_map(&tv, ws + L.vt, 2 * L.lk_pad, D, bk, 2 * L.lk_pad, 128, D))) {
     *map_failed = true;
     return cudaSuccess;
   }
@@ -135,11 +136,12 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   ap.n_mtiles = (Lq + kBlockM - 1) / kBlockM;
   ap.causal = causal; ap.out_bf16 = bf16;
   ap.sm_scale_log2 = sm_scale * 1.4426950408889634f;
-  constexpr int smem = SmemLayout<D>::bytes;
+  constexpr int smem = SmemLayout<D, MODE>::bytes;
   // Every call (about a microsecond): the attribute is per device, and a process may use several.
-  if ((e = cudaFuncSetAttribute(attn_sm90_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)) != cudaSuccess)
+  if ((e = cudaFuncSetAttribute(attn_sm90_kernel<D, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)) !=
+      cudaSuccess)
     return e;
-  attn_sm90_kernel<D><<<dim3(ap.n_mtiles, bq), kThreads, smem, st>>>(tq, tk, tv, ap);
+  attn_sm90_kernel<D, MODE><<<dim3(ap.n_mtiles, bq), kThreads, smem, st>>>(tq, tk, tv, ap);
   return cudaGetLastError();
 }
 
@@ -149,7 +151,7 @@ TileShape tiles(int /*head_dim*/, PV /*mode*/, int /*arch*/) {
 }
 
 size_t workspace_bytes(const AttnArgs& a) {
-  return layout(a.B, a.Hq, a.Hkv, a.Lq, a.Lk, a.head_dim, a.lse != nullptr).total;
+  return layout(a.B, a.Hq, a.Hkv, a.Lq, a.Lk, a.head_dim, a.lse != nullptr, a.pv).total;
 }
 
 int attention(const AttnArgs& a, void* workspace, size_t ws_bytes, cudaStream_t stream, char* err, size_t err_len) {
@@ -157,13 +159,17 @@ int attention(const AttnArgs& a, void* workspace, size_t ws_bytes, cudaStream_t 
     if (err && err_len) snprintf(err, err_len, "%s%s", msg, detail);
     return code;
   };
-  if (a.pv != PV::FP8) return fail(kErrUnsupported, "only FP8 P·V (int8qk-fp8pv) is implemented");
+  if (a.pv != PV::FP8 && a.pv != PV::FP16)
+    return fail(kErrUnsupported, "P·V in FP8 (int8qk-fp8pv) or FP16 (int8qk-fp16pv) only");
   if (a.head_dim != 64 && a.head_dim != 128) return fail(kErrUnsupported, "head_dim must be 64 or 128");
-  const Layout L = layout(a.B, a.Hq, a.Hkv, a.Lq, a.Lk, a.head_dim, a.lse != nullptr);
+  const Layout L = layout(a.B, a.Hq, a.Hkv, a.Lq, a.Lk, a.head_dim, a.lse != nullptr, a.pv);
   if (!workspace || ws_bytes < L.total) return fail(kErrWorkspace, "workspace too small");
   if (reinterpret_cast<uintptr_t>(workspace) % 16) return fail(kErrInvalid, "workspace not 16-byte aligned (TMA)");
   bool map_failed = false;
-  const cudaError_t e = (a.head_dim == 64 ? launch_all<64> : launch_all<128>)(
+  const bool fp8 = a.pv == PV::FP8;
+  const auto launch = a.head_dim == 64 ? (fp8 ? launch_all<64, PV::FP8> : launch_all<64, PV::FP16>)
+                                       : (fp8 ? launch_all<128, PV::FP8> : launch_all<128, PV::FP16>);
+  const cudaError_t e = launch(
       L, static_cast<char*>(workspace), a.q, a.k, a.v, a.o, a.lse, a.bf16, a.B, a.Hq, a.Hkv, a.Lq, a.Lk, a.q_strides,
       a.k_strides, a.v_strides, a.o_strides, static_cast<int>(a.gran), a.smooth_k, a.causal, a.sm_scale, stream,
       &map_failed);
@@ -178,8 +184,8 @@ int attention(const AttnArgs& a, void* workspace, size_t ws_bytes, cudaStream_t 
 // alone into its own library; the package reaches the family through cs_attention).
 extern "C" {
 __attribute__((visibility("default"))) size_t cs_sm90_workspace_bytes(int B, int Hq, int Hkv, int Lq, int Lk, int D,
-                                                                     int return_lse) {
-  return cs::sm90::layout(B, Hq, Hkv, Lq, Lk, D, return_lse != 0).total;
+                                                                     int return_lse, int pv_mode) {
+  return cs::sm90::layout(B, Hq, Hkv, Lq, Lk, D, return_lse != 0, static_cast<cs::PV>(pv_mode)).total;
 }
 __attribute__((visibility("default"))) int cs_sm90_attention(const void* q, const void* k, const void* v, void* o,
                                                              float* lse, int dtype, int B, int Hq, int Hkv, int Lq,
@@ -187,12 +193,12 @@ __attribute__((visibility("default"))) int cs_sm90_attention(const void* q, cons
                                                              const int64_t* vs, const int64_t* os, int gran,
                                                              int smooth_k, int is_causal, float sm_scale,
                                                              void* workspace, size_t ws_bytes, void* stream,
-                                                             char* err, size_t err_len) {
+                                                             char* err, size_t err_len, int pv_mode) {
   cs::AttnArgs a{};
   a.q = q; a.k = k; a.v = v; a.o = o; a.lse = lse; a.bf16 = dtype;
   a.B = B; a.Hq = Hq; a.Hkv = Hkv; a.Lq = Lq; a.Lk = Lk; a.head_dim = D;
   a.q_strides = qs; a.k_strides = ks; a.v_strides = vs; a.o_strides = os;
-  a.pv = cs::PV::FP8; a.gran = static_cast<cs::Gran>(gran); a.smooth_k = smooth_k != 0; a.causal = is_causal != 0;
+  a.pv = static_cast<cs::PV>(pv_mode); a.gran = static_cast<cs::Gran>(gran); a.smooth_k = smooth_k != 0; a.causal = is_causal != 0;
   a.sm_scale = sm_scale; a.arch = 90; a.family = cs::Family::SM90;
   return cs::sm90::attention(a, workspace, ws_bytes, static_cast<cudaStream_t>(stream), err, err_len);
 }
