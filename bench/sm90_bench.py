@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from comfy_sage.bench import git_sha  # noqa: E402  (the package of this tree, not an installed one)
 BUILD = Path(os.environ.get("SM90_BUILD", "/tmp/b"))
 LIB = BUILD / "libsm90.so"
 FLAGS = ["-gencode=arch=compute_90a,code=sm_90a", "-O3", "-std=c++17", "--use_fast_math", "-lineinfo",
@@ -39,7 +41,7 @@ def meta() -> dict:
     import torch
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": os.environ.get("GIT_SHA", "unknown"),
+        "git_sha": git_sha() or "unknown",
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
@@ -173,7 +175,6 @@ TEST_CASES = [
 
 def test(out: Path) -> dict:
     import torch
-    sys.path.insert(0, str(ROOT))
     import comfy_sage
     from comfy_sage.config import Tiles
     lib = Lib()
