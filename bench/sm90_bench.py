@@ -53,7 +53,8 @@ def meta() -> dict:
 def build(out: Path) -> dict:
     BUILD.mkdir(parents=True, exist_ok=True)
     defines = [f"-D{d}" for d in os.environ.get("SM90_DEFINES", "").split() if d]
-    cmd = ["nvcc", *FLAGS, *defines, f"-I{ROOT / 'csrc'}", str(ROOT / "csrc/sm90/sm90.cu"), "-o", str(LIB)]
+    src = Path(os.environ.get("SM90_SRC", ROOT / "csrc"))  # another tree's csrc: an A/B against a snapshot
+    cmd = ["nvcc", *FLAGS, *defines, f"-I{src}", str(src / "sm90/sm90.cu"), "-o", str(LIB)]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     res = {"cmd": " ".join(cmd), "rc": proc.returncode, "seconds": round(time.time() - t0, 1)}
@@ -270,9 +271,39 @@ def timing(out: Path, shapes, causal_too=False, sdpa=True) -> dict:
     return {"timing": rows}
 
 
+def kernels(shapes, reps=10) -> dict:
+    """Where one call's time goes: each kernel's median device time (torch.profiler), per shape."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    lib = Lib()
+    rows = []
+    for (B, H, N, D) in shapes:
+        torch.manual_seed(1)
+        q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        for _ in range(3):
+            lib(q, k, v)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                lib(q, k, v)
+            torch.cuda.synchronize()
+        per = {}
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                per.setdefault(e.name.split("<")[0].split("(")[0], []).append(e.device_time_total / 1e3)
+        med = {n: sorted(t)[len(t) // 2] for n, t in per.items()}
+        row = {"shape": [B, H, N, D], "kernel_ms": {n: round(t, 4) for n, t in med.items()},
+               "launches_per_call": {n: len(t) / reps for n, t in per.items()}}
+        rows.append(row)
+        print(f"{B}x{H}x{N}x{D}:", ", ".join(f"{n} {t:.4f}" for n, t in med.items()), flush=True)
+        del q, k, v
+        torch.cuda.empty_cache()
+    return {"kernels": rows}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("phase", choices=["build", "test", "time", "sanitize", "profile"])
+    ap.add_argument("phase", choices=["build", "test", "time", "kernels", "sanitize", "profile"])
     ap.add_argument("--no-sdpa", action="store_true", help="time ours only (A/B builds)")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--shapes", default="all", help="all | small | comma list of indices into TIME_SHAPES")
@@ -282,13 +313,15 @@ def main():
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     res = {"meta": meta(), "phase": a.phase}
+    shapes = TIME_SHAPES if a.shapes == "all" else [TIME_SHAPES[int(i)] for i in a.shapes.split(",")]
     if a.phase == "build":
         res.update(build(out))
     elif a.phase == "test":
         res.update(test(out))
     elif a.phase == "time":
-        shapes = TIME_SHAPES if a.shapes == "all" else [TIME_SHAPES[int(i)] for i in a.shapes.split(",")]
         res.update(timing(out, shapes, a.causal, not a.no_sdpa))
+    elif a.phase == "kernels":
+        res.update(kernels(shapes))
     elif a.phase == "profile":  # one warm call of 1x40x8192x128 for ncu (--launch-skip past the warm-up)
         import torch
         lib = Lib()

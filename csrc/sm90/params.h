@@ -52,6 +52,7 @@ struct KVStatsParams {
   float* part_v;          // (B*Hkv, n_chunks, D) partial max |V|
   float* kmean;           // (B*Hkv, D)
   float* v_scale;         // (B*Hkv, D)
+  float* v_inv;           // (B*Hkv, D): 1 / v_scale, for quant_kv's divisions (common/amax.cuh div_by)
   int smooth_k;
 };
 
@@ -61,6 +62,7 @@ struct QuantKVParams {
   int in_bf16, H, L, L_pad, spr, gran;
   const float* kmean;     // or null (no smoothing)
   const float* v_scale;
+  const float* v_inv;
   int8_t* k8;             // (B*Hkv, Lk, D)
   float* k_scale;         // (B*Hkv, spr)
   uint8_t* vt;            // (B*Hkv, D, L_pad) e4m3, tokens permuted within 16 (kernel.cuh)

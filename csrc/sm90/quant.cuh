@@ -39,8 +39,8 @@ __device__ __forceinline__ void load8(const void* base, int64_t off, int bf16, f
   }
 }
 
-__device__ __forceinline__ uint32_t pack_s8x4(float a, float b, float c, float d, float scale) {
-  auto q = [&](float x) { return static_cast<uint32_t>(max(-127, min(127, __float2int_rn(__fdiv_rn(x, scale))))) & 0xffu; };
+__device__ __forceinline__ uint32_t pack_s8x4(float a, float b, float c, float d, float scale, float inv) {
+  auto q = [&](float x) { return static_cast<uint32_t>(max(-127, min(127, __float2int_rn(div_by(x, scale, inv))))) & 0xffu; };
   return q(a) | (q(b) << 8) | (q(c) << 16) | (q(d) << 24);
 }
 
@@ -103,7 +103,9 @@ __global__ void __launch_bounds__(256) kv_stats_kernel(KVStatsParams p, unsigned
       mx = fmax_nan(mx, __ldcg(p.part_v + at));
     }
     p.kmean[static_cast<int64_t>(bhk) * D + threadIdx.x] = p.smooth_k ? s / static_cast<float>(p.L) : 0.f;
-    p.v_scale[static_cast<int64_t>(bhk) * D + threadIdx.x] = scale_of(mx, 448.f);
+    const float vs = scale_of(mx, 448.f);
+    p.v_scale[static_cast<int64_t>(bhk) * D + threadIdx.x] = vs;
+    p.v_inv[static_cast<int64_t>(bhk) * D + threadIdx.x] = __frcp_rn(vs);
   }
   if (threadIdx.x == 0) tickets[bhk] = 0u;  // ready for the next call (the workspace keeps it)
 #endif
@@ -140,7 +142,7 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
 #pragma unroll
     for (int w = 0; w < 8; ++w) amax = fmax_nan(amax, warp_amax[w]);
   }
-  const float scale = scale_of(amax, 127.f);
+  const float scale = scale_of(amax, 127.f), inv = __frcp_rn(scale);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     if (rows[i] >= p.L) continue;
@@ -149,8 +151,8 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
     for (int c = 0; c < CH; ++c) {
       const float* x = v[i][c];
       uint2 q;
-      q.x = pack_s8x4(x[0], x[1], x[2], x[3], scale);
-      q.y = pack_s8x4(x[4], x[5], x[6], x[7], scale);
+      q.x = pack_s8x4(x[0], x[1], x[2], x[3], scale, inv);
+      q.y = pack_s8x4(x[4], x[5], x[6], x[7], scale, inv);
       *reinterpret_cast<uint2*>(dst + 8 * (4 * c + part)) = q;
     }
   }
@@ -189,6 +191,7 @@ __global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) 
   const int64_t vb = static_cast<int64_t>(b) * p.vsb + static_cast<int64_t>(h) * p.vsh + static_cast<int64_t>(n) * p.vsn;
   const float* km = p.kmean ? p.kmean + static_cast<int64_t>(bhk) * D : nullptr;
   const float* vs = p.v_scale + static_cast<int64_t>(bhk) * D;
+  const float* vi = p.v_inv + static_cast<int64_t>(bhk) * D;
   float amax = 0.f;
 #pragma unroll
   for (int c = 0; c < CH; ++c) {
@@ -215,8 +218,8 @@ __global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) 
     if constexpr (MODE == PV::FP8) {
 #pragma unroll
       for (int e = 0; e < 8; e += 4) {
-        const uint32_t q = pack_e4m3x4(__fdiv_rn(v[c][e], vs[ch + e]), __fdiv_rn(v[c][e + 1], vs[ch + e + 1]),
-                                       __fdiv_rn(v[c][e + 2], vs[ch + e + 2]), __fdiv_rn(v[c][e + 3], vs[ch + e + 3]));
+        auto d = [&](int u) { return div_by(v[c][e + u], vs[ch + e + u], vi[ch + e + u]); };
+        const uint32_t q = pack_e4m3x4(d(0), d(1), d(2), d(3));
 #pragma unroll
         for (int u = 0; u < 4; ++u) vt[ch + e + u][vt_pos(t)] = static_cast<uint8_t>(q >> (8 * u));
       }
@@ -236,14 +239,14 @@ __global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) 
   } else {
     for (int a = 0; a < kKBlock; ++a) gmax = fmax_nan(gmax, tok_amax[a]);
   }
-  const float scale = scale_of(gmax, 127.f);
+  const float scale = scale_of(gmax, 127.f), inv = __frcp_rn(scale);
   if (valid) {
     int8_t* dst = p.k8 + (static_cast<int64_t>(bhk) * p.L + n) * D;
 #pragma unroll
     for (int c = 0; c < CH; ++c) {
       uint2 q;
-      q.x = pack_s8x4(k[c][0], k[c][1], k[c][2], k[c][3], scale);
-      q.y = pack_s8x4(k[c][4], k[c][5], k[c][6], k[c][7], scale);
+      q.x = pack_s8x4(k[c][0], k[c][1], k[c][2], k[c][3], scale, inv);
+      q.y = pack_s8x4(k[c][4], k[c][5], k[c][6], k[c][7], scale, inv);
       *reinterpret_cast<uint2*>(dst + 8 * (4 * c + part)) = q;
     }
   }

@@ -19,7 +19,7 @@ size_t align_up(size_t x) { return (x + 255) & ~size_t(255); }
 int pad_to(int x, int m) { return (x + m - 1) / m * m; }
 
 struct Layout {
-  size_t q8, qs, k8, ks, vt, vs, kmean, part_k, part_v, tickets, corr, total;
+  size_t q8, qs, k8, ks, vt, vs, vinv, kmean, part_k, part_v, tickets, corr, total;
   int q_spr, k_spr, lk_pad, n_chunks, chunk;
 };
 
@@ -43,6 +43,7 @@ Layout layout(int B, int Hq, int Hkv, int Lq, int Lk, int D, bool lse, PV pv) {
   l.ks = take(sizeof(float) * bk * l.k_spr);
   l.vt = take(bk * D * l.lk_pad * (pv == PV::FP16 ? 2 : 1));
   l.vs = take(sizeof(float) * bk * D);
+  l.vinv = take(sizeof(float) * bk * D);
   l.kmean = take(sizeof(float) * bk * D);
   l.part_k = take(sizeof(float) * bk * l.n_chunks * D);
   l.part_v = take(sizeof(float) * bk * l.n_chunks * D);
@@ -99,7 +100,7 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   sp.k = k; sp.v = v;
   sp.ksb = ks[0]; sp.ksh = ks[1]; sp.ksn = ks[2]; sp.vsb = vs[0]; sp.vsh = vs[1]; sp.vsn = vs[2];
   sp.in_bf16 = bf16; sp.H = Hkv; sp.L = Lk; sp.chunk = L.chunk; sp.n_chunks = L.n_chunks;
-  sp.part_k = f32(L.part_k); sp.part_v = f32(L.part_v); sp.kmean = f32(L.kmean); sp.v_scale = f32(L.vs);
+  sp.part_k = f32(L.part_k); sp.part_v = f32(L.part_v); sp.kmean = f32(L.kmean); sp.v_scale = f32(L.vs); sp.v_inv = f32(L.vinv);
   sp.smooth_k = smooth_k;
   kv_stats_kernel<D><<<dim3(L.n_chunks, bk), 256, 0, st>>>(sp, reinterpret_cast<unsigned*>(ws + L.tickets));
 
@@ -115,7 +116,7 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   kp.k = k; kp.v = v;
   kp.ksb = ks[0]; kp.ksh = ks[1]; kp.ksn = ks[2]; kp.vsb = vs[0]; kp.vsh = vs[1]; kp.vsn = vs[2];
   kp.in_bf16 = bf16; kp.H = Hkv; kp.L = Lk; kp.L_pad = L.lk_pad; kp.spr = L.k_spr; kp.gran = gran;
-  kp.kmean = smooth_k ? f32(L.kmean) : nullptr; kp.v_scale = f32(L.vs);
+  kp.kmean = smooth_k ? f32(L.kmean) : nullptr; kp.v_scale = f32(L.vs); kp.v_inv = f32(L.vinv);
   kp.k8 = reinterpret_cast<int8_t*>(ws + L.k8); kp.k_scale = f32(L.ks); kp.vt = reinterpret_cast<uint8_t*>(ws + L.vt);
   quant_kv_kernel<D, MODE><<<dim3((Lk + kKBlock - 1) / kKBlock, bk), 4 * kKBlock, 0, st>>>(kp);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
