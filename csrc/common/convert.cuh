@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include "common/amax.cuh"
 
 namespace cs {
 
@@ -53,9 +54,10 @@ __device__ __forceinline__ uint32_t pack_e4m3x4(float x0, float x1, float x2, fl
   return uint32_t(cvt_e4m3x2(x0, x1)) | (uint32_t(cvt_e4m3x2(x2, x3)) << 16);
 }
 
-// Symmetric int8: round to nearest even of x/scale (true division, like the reference), saturated.
-__device__ __forceinline__ int8_t quant_s8(float x, float scale) {
-  const int q = __float2int_rn(__fdiv_rn(x, scale));
+// Symmetric int8: round to nearest even of x/scale (rounded as true division, like the reference:
+// common/amax.cuh div_by with inv = __frcp_rn(scale)), saturated.
+__device__ __forceinline__ int8_t quant_s8(float x, float scale, float inv) {
+  const int q = __float2int_rn(div_by(x, scale, inv));
   return static_cast<int8_t>(max(-127, min(127, q)));
 }
 

@@ -38,7 +38,7 @@ __global__ void token_mean_kernel(const float* partial, int nch, int N, int D, f
 // Q or K to int8 with one scale per group. grid (N_pad / tile_rows, H, B).
 __global__ void __launch_bounds__(kQuantThreads) quant_int8_kernel(const __grid_constant__ QuantParams p) {
   __shared__ float s_amax[8];
-  __shared__ float s_scale[8];
+  __shared__ float s_scale[8], s_inv[8];
   __shared__ float s_corr[128];
   const int b = blockIdx.z, h = blockIdx.y, tile = blockIdx.x;
   const int R = p.tile_rows, D = p.D, V = D / 8;
@@ -71,6 +71,7 @@ __global__ void __launch_bounds__(kQuantThreads) quant_int8_kernel(const __grid_
     const float a = s_amax[threadIdx.x];
     const float sc = scale_of(a, 127.f);
     s_scale[threadIdx.x] = sc;
+    s_inv[threadIdx.x] = __frcp_rn(sc);
     p.scale[((int64_t)(b * p.H + h) * (p.N_pad / R) + tile) * p.groups + threadIdx.x] = sc;
   }
   if (kmean && threadIdx.x < R && n0 + threadIdx.x < p.N)
@@ -83,12 +84,12 @@ __global__ void __launch_bounds__(kQuantThreads) quant_int8_kernel(const __grid_
     if (n < p.N) {
       float v[8];
       load8(base + ((int64_t)n * p.sn + c) * 2, p.in_bf16, v);
-      const float sc = s_scale[(r % 8) / div];
+      const float sc = s_scale[(r % 8) / div], inv = s_inv[(r % 8) / div];
       uint32_t w[2] = {0u, 0u};
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
         const float x = mean ? v[e] - mean[c + e] : v[e];
-        w[e / 4] |= (uint32_t)(uint8_t)quant_s8(x, sc) << (8 * (e % 4));
+        w[e / 4] |= (uint32_t)(uint8_t)quant_s8(x, sc, inv) << (8 * (e % 4));
       }
       packed = make_uint2(w[0], w[1]);
     }
@@ -147,7 +148,7 @@ __global__ void __launch_bounds__(kQuantThreads) v_quant_kernel(const void* x, i
                                                                 const float* vmean, const unsigned int* amax,
                                                                 float* vscale, uint8_t* out) {
   __shared__ uint8_t tile[64][128 + 4];
-  __shared__ float s_scale[128];
+  __shared__ float s_scale[128], s_inv[128];
   __shared__ float s_mean[128];
   const int b = blockIdx.z, h = blockIdx.y, n0 = blockIdx.x * 64, V = D / 8;
   constexpr float target = pv_v_target(MODE);
@@ -155,6 +156,7 @@ __global__ void __launch_bounds__(kQuantThreads) v_quant_kernel(const void* x, i
     const float a = __uint_as_float(amax[(int64_t)(b * H + h) * D + d]);
     const float sc = scale_of(a, target);
     s_scale[d] = sc;
+    s_inv[d] = __frcp_rn(sc);
     s_mean[d] = vmean ? vmean[(int64_t)(b * H + h) * D + d] : 0.f;
     if (blockIdx.x == 0) {
       vscale[(int64_t)(b * H + h) * 2 * D + d] = sc;
@@ -173,7 +175,8 @@ __global__ void __launch_bounds__(kQuantThreads) v_quant_kernel(const void* x, i
     }
 #pragma unroll
     for (int e = 0; e < 8; e += 2) {
-      const float a0 = __fdiv_rn(v[e], s_scale[c + e]), a1 = __fdiv_rn(v[e + 1], s_scale[c + e + 1]);
+      const float a0 = div_by(v[e], s_scale[c + e], s_inv[c + e]);
+      const float a1 = div_by(v[e + 1], s_scale[c + e + 1], s_inv[c + e + 1]);
       if constexpr (MODE == PV::INT8) {
         tile[r][c + e] = (uint8_t)(int8_t)max(-127, min(127, __float2int_rn(a0)));
         tile[r][c + e + 1] = (uint8_t)(int8_t)max(-127, min(127, __float2int_rn(a1)));
