@@ -83,6 +83,11 @@ MODELS = {
     "flux-1024": lambda: _flux(3072, 19, 38, 1024),
     "sdxl-1024": lambda: _sdxl(320, 10, 64, 1024),
 }
+# Full width and depth at a small latent (5 frames, 128²: 128 tokens): the real model's
+# activations at a size a CPU samples in minutes (the divergence floor, below).
+SMALL = {
+    "wan1.3b-small": lambda: _wan(1536, 8960, 30, 5, 128, 128),
+}
 TINY = {
     "wan": lambda: dataclasses.replace(_wan(256, 256, 2, 5, 64, 64), context=(1, 12, 4096)),
     "flux": lambda: dataclasses.replace(_flux(256, 1, 2, 128), context=(1, 12, 4096)),
@@ -98,6 +103,11 @@ MODES = {
     "accurate": dict(backend="cuda", variant="int8qk-fp16pv"),
     "cuda": dict(backend="cuda", variant="auto"),
     "reference": dict(backend="reference", variant="auto"),
+    "reference-accurate": dict(backend="reference", variant="int8qk-fp16pv"),
+    # The host's attention on float32 copies, rounded back: more accurate than the host, and still
+    # a perturbation at bf16's rounding step. Its divergence is the floor of any attention change:
+    # on random-weight models one step moves the latent by ~0.8 % rel-L1 whatever the change's size.
+    "fp32": None,
 }
 NODE_DEFAULTS = dict(qk_granularity="auto", smooth_k=True, smooth_q=False, start_percent=0.0, end_percent=1.0,
                      full_precision_first_blocks=0, full_precision_last_blocks=0, allow_compile=True,
@@ -109,7 +119,8 @@ def parse_args(argv=None):
     p.add_argument("--comfyui", required=True, help="path to a ComfyUI checkout")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--models", default="wan14b-480p,wan14b-720p,wan1.3b-480p,flux-1024,sdxl-1024",
-                   help=f"comma-separated, from {','.join(MODELS)} (with --tiny: {','.join(TINY)})")
+                   help=f"comma-separated, from {','.join(MODELS)}, {','.join(SMALL)} (CPU-sized), "
+                        f"or with --tiny: {','.join(TINY)}")
     p.add_argument("--modes", default="host,auto,accurate,sageattention", help=f"comma-separated, from {','.join(MODES)}")
     p.add_argument("--steps", type=int, default=4, help="steps per run; the first is the warm-up step")
     p.add_argument("--rounds", type=int, default=1,
@@ -203,7 +214,9 @@ def patched(host_nodes, patcher, mode: str):
     """The model for a mode, with the timer as its outermost attention override."""
     from comfy_sage.comfy.override import OVERRIDE_KEY, find
 
-    if mode == "sageattention":
+    if mode == "fp32":
+        model, inner = patcher.clone(), _fp32_attention
+    elif mode == "sageattention":
         from comfy.ldm.modules.attention import attention_sage
 
         model = patcher.clone()
@@ -218,6 +231,14 @@ def patched(host_nodes, patcher, mode: str):
     timer = AttentionTimer(inner)
     model.model_options.setdefault("transformer_options", {})[OVERRIDE_KEY] = timer
     return model, timer, (find({OVERRIDE_KEY: inner}) if inner is not None and MODES[mode] else None)
+
+
+def _fp32_attention(func, q, k, v, *args, **kwargs):
+    """The host's attention on float32 copies of its inputs, the output back in q's dtype."""
+    up = lambda t: t.float() if hasattr(t, "is_floating_point") and t.is_floating_point() else t  # noqa: E731
+    args = tuple(up(a) for a in args)
+    kwargs = {key: up(a) for key, a in kwargs.items()}
+    return func(q.float(), k.float(), v.float(), *args, **kwargs).to(q.dtype)
 
 
 def sample(model, spec: Model, steps: int, timer: AttentionTimer) -> dict:
@@ -310,7 +331,7 @@ def main(argv=None) -> int:
     host_nodes = import_host(comfyui)
     import torch
 
-    table = TINY if args.tiny else MODELS
+    table = TINY if args.tiny else dict(MODELS, **SMALL)
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes if m not in MODES] + [m for m in args.models.split(",") if m not in table]
     if unknown:
