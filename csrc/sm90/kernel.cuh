@@ -141,7 +141,7 @@ struct Softmax {
 #pragma unroll
       for (int kk = 0; kk < 8; ++kk)
 #pragma unroll
-        for (int r = 0; r < 4; ++r) P[kk][r] = pack_f16x2(f(8 * kk + 2 * r), f(8 * kk + 2 * r + 1));
+        for (int r = 0; r < 4; ++r) P[kk][r] = pack_half2(f(8 * kk + 2 * r), f(8 * kk + 2 * r + 1));
     }
   }
 };

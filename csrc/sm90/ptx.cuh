@@ -4,7 +4,7 @@
 // this family is never launched).
 #pragma once
 #include <cstdint>
-#include <cuda_fp16.h>
+#include "common/convert.cuh"  // pack_half2, ex2
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define CS_SM90_DEVICE 1
@@ -125,7 +125,9 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
 }
 
 // ---- conversions -------------------------------------------------------------------------
-// Four floats -> four e4m3 bytes (round to nearest even, saturating), a in the lowest byte.
+// Four floats -> four e4m3 bytes (round to nearest even, saturating), a in the lowest byte: what
+// common/convert.cuh pack_e4m3x4 computes (this one hides it in cs::sm90), in one asm block; the
+// common one changes the attention kernel's SASS (16 more instructions), so this stays until timed.
 __device__ __forceinline__ uint32_t pack_e4m3x4(float a, float b, float c, float d) {
   uint32_t r = 0;
 #if CS_SM90_DEVICE
@@ -137,18 +139,6 @@ __device__ __forceinline__ uint32_t pack_e4m3x4(float a, float b, float c, float
       : "f"(a), "f"(b), "f"(c), "f"(d));
 #endif
   return r;
-}
-
-// Two floats -> f16x2 (round to nearest even), lo in the low half: one k-pair of an f16 A fragment.
-__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
 }
 
 }}  // namespace cs::sm90

@@ -40,7 +40,7 @@ __device__ __forceinline__ void load8(const void* base, int64_t off, int bf16, f
 }
 
 __device__ __forceinline__ uint32_t pack_s8x4(float a, float b, float c, float d, float scale, float inv) {
-  auto q = [&](float x) { return static_cast<uint32_t>(max(-127, min(127, __float2int_rn(div_by(x, scale, inv))))) & 0xffu; };
+  auto q = [&](float x) { return static_cast<uint32_t>(static_cast<uint8_t>(quant_s8(x, scale, inv))); };
   return q(a) | (q(b) << 8) | (q(c) << 16) | (q(d) << 24);
 }
 
