@@ -49,8 +49,7 @@ struct SmemLayout {
   static_assert(q_bytes % 1024 == 0 && k_bytes % 1024 == 0 && v_bytes % 1024 == 0, "swizzle atoms need 1024-byte alignment");
 };
 
-constexpr float kMagic = 12582912.f;              // 1.5 * 2^23: the accumulator pre-set, as a float
-constexpr uint32_t kMagicBits = 0x4B400000u;
+constexpr uint32_t kMagicBits = kMagicI;         // the accumulator pre-set (common/convert.cuh: 1.5 * 2^23)
 constexpr float kLog2P = 8.807354922057604f;      // log2(448): P's static FP8 scale folded into exp2
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLnP = 6.104793232414985f;        // ln(448)
@@ -85,7 +84,7 @@ struct Softmax {
       // The max from the exact integer score (1.5*2^23 + S - 1.5*2^23 is exact): m feeds the lse,
       // and 1.5*2^23 * scale rounded would put up to half its ulp into it (2.7e-3 for the large
       // scales of an all-zero K group).
-      float r = fmaxf((__int_as_float(mx[i][0]) - kMagic) * sc[0], (__int_as_float(mx[i][1]) - kMagic) * sc[1]);
+      float r = fmaxf(magic_to_float(mx[i][0]) * sc[0], magic_to_float(mx[i][1]) * sc[1]);
       r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 1));
       r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 2));
       const float m_new = fmaxf(m[i], r);
@@ -101,7 +100,7 @@ struct Softmax {
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) cst[i][h] = -kMagic * sc[h] - m[i] + kLog2Scale;
+      for (int h = 0; h < 2; ++h) cst[i][h] = -kMagicF * sc[h] - m[i] + kLog2Scale;
     float sum[2] = {0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
