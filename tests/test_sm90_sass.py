@@ -22,6 +22,9 @@ from tests.test_sass import _tool
 
 pytestmark = pytest.mark.slow
 SOURCE = build.csrc_root() / "sm90" / "sm90.cu"
+# Keys per main-loop step by P·V mode (params.h KeyTile): the Q·Kᵀ wgmma is m64 x that.
+_TILE = re.search(r"kBlockN = MODE == PV::FP16 \? (\d+) : (\d+);", (SOURCE.parent / "params.h").read_text())
+BLOCK_N = {"fp16": int(_TILE.group(1)), "fp8": int(_TILE.group(2))}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def test_attention_kernel_uses_wgmma(compiled, d, pv, code, pv_op):
     found = [s for n, s in kernels.items() if "attn_sm90_kernel" in n and f"ILi{d}ELNS_2PVE{code}E" in n]
     assert len(found) == 1, list(kernels)
     sass = found[0]
-    assert re.search(r"\bIGMMA\.64x128x32\.S8\.S8\b", sass), "Q·Kᵀ is not on int8 wgmma"
+    assert re.search(rf"\bIGMMA\.64x{BLOCK_N[pv]}x32\.S8\.S8\b", sass), "Q·Kᵀ is not on int8 wgmma"
     assert re.search(r"\b" + re.escape(pv_op.format(d=d)) + r"\b", sass), f"P·V ({pv}) is not on wgmma"
     for op in ("IMMA", "HMMA", "LDL", "STL"):
         assert not re.search(rf"\b{op}\b", sass), f"{op} in the sm90 attention kernel"

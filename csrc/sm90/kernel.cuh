@@ -35,11 +35,17 @@ template <int D, PV MODE>
 struct SmemLayout {
   static_assert(D == 64 || D == 128, "head dim 64 or 128");
   static_assert(MODE == PV::FP8 || MODE == PV::FP16, "FP8 or FP16 P·V");
+  static constexpr int kBlockN = KeyTile<MODE>::kBlockN;
   static constexpr int q_bytes = kBlockM * D;   // int8, rows of D bytes
   static constexpr int k_bytes = kBlockN * D;   // int8, rows of D bytes
-  // Vᵀ: e4m3 rows of 128 tokens, or f16 as two sub-tiles of 64 tokens (128-byte rows: the swizzle span)
+  // Vᵀ: e4m3 rows of 128 tokens, or f16 as sub-tiles of 64 tokens (128-byte rows: the swizzle span)
   static constexpr int v_sub = D * 128;
   static constexpr int v_bytes = MODE == PV::FP8 ? D * kBlockN : 2 * D * kBlockN;
+  static_assert(MODE == PV::FP16 || kBlockN == 128, "e4m3 Vᵀ rows are one 128-byte swizzle span");
+  // As many stages as fit in 227 KB (the f16 tile of 192 keys at head dim 128: two), at most kMaxStages.
+  static constexpr int kStages = (232448 - q_bytes - 2048) / (k_bytes + v_bytes) < kMaxStages
+                                     ? (232448 - q_bytes - 2048) / (k_bytes + v_bytes) : kMaxStages;
+  static_assert(kStages >= 2, "a K/V ring of two stages at least");
   static constexpr int q_off = 0;
   static constexpr int k_off = q_off + q_bytes;
   static constexpr int v_off = k_off + kStages * k_bytes;
@@ -54,28 +60,30 @@ constexpr float kLog2P = 8.807354922057604f;      // log2(448): P's static FP8 s
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLnP = 6.104793232414985f;        // ln(448)
 
-// Row max, exponentials and packing of one 64x128 S tile into P·V's A fragments (e4m3 or f16);
-// MASK only on the blocks that cross the sequence end or the causal diagonal.
-template <bool MASK, PV MODE>
+// Row max, exponentials and packing of one 64 x N S tile into P·V's A fragments (e4m3 or f16);
+// MASK only on the blocks that cross the sequence end or the causal diagonal. The thread holds
+// rows r, r+8 (i) and columns 8g + 2q + c (g < N/8, c < 2): S[4g + 2i + c]. One K scale per block.
+template <bool MASK, PV MODE, int N>
 struct Softmax {
-  static constexpr int kSlices = MODE == PV::FP8 ? 4 : 8;  // k32 (e4m3) or k16 (f16) slices of 128 keys
+  static constexpr int kRegs = N / 2;
+  static constexpr int kSlices = MODE == PV::FP8 ? N / 32 : N / 16;  // k32 (e4m3) or k16 (f16) slices
   static constexpr float kLog2Scale = MODE == PV::FP8 ? kLog2P : 0.f;
   // Pass 1: masked scores -> 0 (below every biased score), the scaled row max, m and α updated.
-  __device__ __forceinline__ static void max_pass(uint32_t (&S)[64], const float (&sc)[2], float (&m)[2],
-                                                  float (&alpha)[2], int col0, int row0, int Lk, int causal) {
-    int mx[2][2] = {{0, 0}, {0, 0}};
+  __device__ __forceinline__ static void max_pass(uint32_t (&S)[kRegs], float sc, float (&m)[2], float (&alpha)[2],
+                                                  int col0, int row0, int Lk, int causal) {
+    int mx[2] = {0, 0};
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int g = 0; g < N / 8; ++g) {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
-          const int idx = 4 * j + 2 * i + c;
+          const int idx = 4 * g + 2 * i + c;
           if (MASK) {
-            const int col = col0 + 8 * j + c, row = row0 + 8 * i;
+            const int col = col0 + 8 * g + c, row = row0 + 8 * i;
             if (col >= Lk || (causal && col > row)) S[idx] = 0;
           }
-          mx[i][j / 8] = max(mx[i][j / 8], static_cast<int>(S[idx]));
+          mx[i] = max(mx[i], static_cast<int>(S[idx]));
         }
       }
     }
@@ -84,7 +92,7 @@ struct Softmax {
       // The max from the exact integer score (1.5*2^23 + S - 1.5*2^23 is exact): m feeds the lse,
       // and 1.5*2^23 * scale rounded would put up to half its ulp into it (2.7e-3 for the large
       // scales of an all-zero K group).
-      float r = fmaxf(magic_to_float(mx[i][0]) * sc[0], magic_to_float(mx[i][1]) * sc[1]);
+      float r = magic_to_float(mx[i]) * sc;
       r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 1));
       r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 2));
       const float m_new = fmaxf(m[i], r);
@@ -94,24 +102,22 @@ struct Softmax {
   }
   // Pass 2: P̃ = exp2(s·scale − m (+ log2 448 for e4m3)) written over S as floats, so that it runs
   // while the previous block's P·V still reads P; l = l·α + Σ P̃ (thread part).
-  __device__ __forceinline__ static void exp_pass(uint32_t (&S)[64], const float (&sc)[2], const float (&m)[2],
+  __device__ __forceinline__ static void exp_pass(uint32_t (&S)[kRegs], float sc, const float (&m)[2],
                                                   const float (&alpha)[2], float (&l)[2]) {
-    float cst[2][2];
+    float cst[2];
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) cst[i][h] = -kMagicF * sc[h] - m[i] + kLog2Scale;
+    for (int i = 0; i < 2; ++i) cst[i] = -kMagicF * sc - m[i] + kLog2Scale;
     float sum[2] = {0.f, 0.f};
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int g = 0; g < N / 8; ++g) {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
-          const int idx = 4 * j + 2 * i + c;
+          const int idx = 4 * g + 2 * i + c;
           // One FFMA: the bias folded into cst costs half an ulp of 1.5*2^23*scale in the argument
           // (~6e-5 for Gaussian inputs); exact, with one FADD more per score, measured 3 % slower.
-          float x = fmaf(__uint_as_float(S[idx]), sc[j / 8], cst[i][j / 8]);
+          float x = fmaf(__uint_as_float(S[idx]), sc, cst[i]);
           if (MASK && S[idx] == 0u) x = -INFINITY;
           const float e = ex2(x);
           sum[i] += e;
@@ -123,11 +129,11 @@ struct Softmax {
     for (int i = 0; i < 2; ++i) l[i] = l[i] * alpha[i] + sum[i];
   }
   // Pass 3, once the previous P·V has finished reading P: P̃ (in S) packed into P·V's A fragments.
-  __device__ __forceinline__ static void pack(const uint32_t (&S)[64], uint32_t (&P)[kSlices][4]) {
+  __device__ __forceinline__ static void pack(const uint32_t (&S)[kRegs], uint32_t (&P)[kSlices][4]) {
     auto f = [&](int i) { return __uint_as_float(S[i]); };
     if constexpr (MODE == PV::FP8) {
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
+      for (int kk = 0; kk < kSlices; ++kk) {
         const int b = 16 * kk;
         P[kk][0] = pack_e4m3x4(f(b + 0), f(b + 1), f(b + 4), f(b + 5));
         P[kk][1] = pack_e4m3x4(f(b + 2), f(b + 3), f(b + 6), f(b + 7));
@@ -138,7 +144,7 @@ struct Softmax {
       // The f16 A fragment of keys 16kk..16kk+15 is the S accumulator's layout of those columns
       // (rows r / r+8, keys 2q, 2q+1 and 8+2q, 9+2q): no permutation.
 #pragma unroll
-      for (int kk = 0; kk < 8; ++kk)
+      for (int kk = 0; kk < kSlices; ++kk)
 #pragma unroll
         for (int r = 0; r < 4; ++r) P[kk][r] = pack_half2(f(8 * kk + 2 * r), f(8 * kk + 2 * r + 1));
     }
@@ -146,7 +152,7 @@ struct Softmax {
 };
 
 template <int D>
-__device__ __forceinline__ void issue_pv(float (&Of)[D / 2], const uint32_t (&P)[4][4], uint32_t sv) {
+__device__ __forceinline__ void issue_pv_e4m3(float (&Of)[D / 2], const uint32_t (&P)[4][4], uint32_t sv) {
   const uint64_t dv = smem_desc<128>(sv);
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
@@ -155,22 +161,33 @@ __device__ __forceinline__ void issue_pv(float (&Of)[D / 2], const uint32_t (&P)
   }
 }
 
-// Accurate mode: O += P·V over 8 k16 slices; slices 0-3 read the first 64-token sub-tile of Vᵀ.
-template <int D>
-__device__ __forceinline__ void issue_pv(float (&O)[D / 2], const uint32_t (&P)[8][4], uint32_t sv) {
-  const uint64_t dv[2] = {smem_desc<128>(sv), smem_desc<128>(sv + D * 128)};
+// Accurate mode: O += P·V over the block's k16 slices; Vᵀ in sub-tiles of 64 tokens (128-byte rows),
+// slices 4t .. 4t+3 on sub-tile t.
+template <int D, int SLICES>
+__device__ __forceinline__ void issue_pv_f16(float (&O)[D / 2], const uint32_t (&P)[SLICES][4], uint32_t sv) {
+  static_assert(SLICES % 4 == 0, "whole 64-token sub-tiles");
 #pragma unroll
-  for (int kk = 0; kk < 8; ++kk) {
-    if constexpr (D == 128) wgmma_f16_m64n128k16(O, P[kk], dv[kk / 4] + 2 * (kk % 4));
-    else wgmma_f16_m64n64k16(O, P[kk], dv[kk / 4] + 2 * (kk % 4));
+  for (int kk = 0; kk < SLICES; ++kk) {
+    const uint64_t dv = smem_desc<128>(sv + (kk / 4) * D * 128) + 2 * (kk % 4);
+    if constexpr (D == 128) wgmma_f16_m64n128k16(O, P[kk], dv);
+    else wgmma_f16_m64n64k16(O, P[kk], dv);
   }
 }
 
-template <int D>
-__device__ __forceinline__ void issue_qk(uint32_t (&S)[64], uint64_t dq, uint32_t sk) {
+template <int D, PV MODE, int SLICES>
+__device__ __forceinline__ void issue_pv(float (&acc)[D / 2], const uint32_t (&P)[SLICES][4], uint32_t sv) {
+  if constexpr (MODE == PV::FP8) issue_pv_e4m3<D>(acc, P, sv);
+  else issue_pv_f16<D>(acc, P, sv);
+}
+
+template <int D, int N>
+__device__ __forceinline__ void issue_qk(uint32_t (&S)[N / 2], uint64_t dq, uint32_t sk) {
   const uint64_t dk = smem_desc<D>(sk);
 #pragma unroll
-  for (int kk = 0; kk < D / 32; ++kk) wgmma_s8_m64n128k32(S, dq + 2 * kk, dk + 2 * kk);
+  for (int kk = 0; kk < D / 32; ++kk) {
+    if constexpr (N == 192) wgmma_s8_m64n192k32(S, dq + 2 * kk, dk + 2 * kk);
+    else wgmma_s8_m64n128k32(S, dq + 2 * kk, dk + 2 * kk);
+  }
 }
 
 template <int D, PV MODE>
@@ -180,6 +197,7 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
 #if CS_SM90_DEVICE
   using L = SmemLayout<D, MODE>;
   constexpr bool kFP8 = MODE == PV::FP8;
+  constexpr int kBlockN = L::kBlockN, kStages = L::kStages, kSRegs = kBlockN / 2;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
   const uint32_t sQ = base + L::q_off, sK = base + L::k_off, sV = base + L::v_off, bars = base + L::bar_off;
@@ -229,9 +247,10 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
         mbar_expect_tx(full_v(s), L::v_bytes);
         if constexpr (kFP8) {
           tma_load_3d(sV + s * L::v_bytes, &tmV, full_v(s), j * kBlockN, 0, bhk);
-        } else {  // coordinates in bytes: two boxes of 64 f16 tokens
-          tma_load_3d(sV + s * L::v_bytes, &tmV, full_v(s), 2 * j * kBlockN, 0, bhk);
-          tma_load_3d(sV + s * L::v_bytes + L::v_sub, &tmV, full_v(s), 2 * j * kBlockN + 128, 0, bhk);
+        } else {  // coordinates in bytes: boxes of 64 f16 tokens
+#pragma unroll
+          for (int t = 0; t < kBlockN / 64; ++t)
+            tma_load_3d(sV + s * L::v_bytes + t * L::v_sub, &tmV, full_v(s), 2 * j * kBlockN + 128 * t, 0, bhk);
         }
       }
     }
@@ -252,31 +271,32 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
   // Blocks from here on need masking (sequence end, causal diagonal of this warpgroup's rows).
   const int first_masked = p.causal ? min(p.Lk / kBlockN, (m0 + 64 * cw) / kBlockN) : p.Lk / kBlockN;
 
-  using SoftmaxM = Softmax<true, MODE>;
-  using SoftmaxU = Softmax<false, MODE>;
+  using SoftmaxM = Softmax<true, MODE, kBlockN>;
+  using SoftmaxU = Softmax<false, MODE, kBlockN>;
   constexpr int kSlices = SoftmaxU::kSlices;
-  uint32_t S[64];
+  uint32_t S[kSRegs];
   float O[D / 2], Of[kFP8 ? D / 2 : 1];  // Of: FP8's fresh per-block tile
   uint32_t P[kSlices][4];
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2], alpha_pend[2] = {0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) O[i] = 0.f;
 
-  // One K scale per thread and block (both halves), loaded a block ahead: a load issued beside the
-  // Q·Kᵀ it scales sat between that wait and the row max (3.7 % of the time at 1×40×32760×128, NOTES v8).
+  // One K scale per thread and block, loaded a block ahead: a load issued beside the Q·Kᵀ it
+  // scales sat between that wait and the row max (3.7 % of the time at 1×40×32760×128, NOTES v8).
   float ks_next = __ldg(ks_ptr);
-  auto scales = [&](int j, float (&sc)[2]) {  // called for j = 0, 1, 2, ... in order
-    sc[0] = sc[1] = qs * ks_next;
+  auto scale_of_block = [&](int j) {  // called for j = 0, 1, 2, ... in order
+    const float sc = qs * ks_next;
     ks_next = __ldg(ks_ptr + 4 * min(j + 1, n_blocks - 1));
+    return sc;
   };
-  auto softmax = [&](int j, const float (&sc)[2]) {
+  auto softmax = [&](int j, float sc) {
     if (j >= first_masked) {
       SoftmaxM::max_pass(S, sc, m, alpha, j * kBlockN + 2 * (lane & 3), row0, p.Lk, p.causal);
     } else {
       SoftmaxU::max_pass(S, sc, m, alpha, 0, 0, 0, 0);
     }
   };
-  auto exps = [&](int j, const float (&sc)[2]) {
+  auto exps = [&](int j, float sc) {
     if (j >= first_masked) SoftmaxM::exp_pass(S, sc, m, alpha, l);
     else SoftmaxU::exp_pass(S, sc, m, alpha, l);
   };
@@ -301,14 +321,13 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
   mbar_wait(bar_q, 0);
 
   {  // block 0: Q·K(0)ᵀ alone
-    float sc[2];
-    scales(0, sc);
+    const float sc = scale_of_block(0);
     mbar_wait(full_k(0), 0);
 #pragma unroll
-    for (int i = 0; i < 64; ++i) S[i] = kMagicBits;
+    for (int i = 0; i < kSRegs; ++i) S[i] = kMagicBits;
     reg_fence(S);
     wgmma_fence();
-    issue_qk<D>(S, dq, sK);
+    issue_qk<D, kBlockN>(S, dq, sK);
     wgmma_commit();
     wgmma_wait<0>();
     reg_fence(S);
@@ -321,18 +340,17 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
   }
   for (int j = 1; j < n_blocks; ++j) {
     const int s = j % kStages, sp = (j - 1) % kStages;
-    float sc[2];
-    scales(j, sc);
+    const float sc = scale_of_block(j);
     mbar_wait(full_k(s), (j / kStages) & 1);
     mbar_wait(full_v(sp), ((j - 1) / kStages) & 1);
 #pragma unroll
-    for (int i = 0; i < 64; ++i) S[i] = kMagicBits;
+    for (int i = 0; i < kSRegs; ++i) S[i] = kMagicBits;
     reg_fence(S);
     fence_p();
     wgmma_fence();
-    issue_qk<D>(S, dq, sK + s * L::k_bytes);
+    issue_qk<D, kBlockN>(S, dq, sK + s * L::k_bytes);
     wgmma_commit();
-    issue_pv<D>(acc, P, sV + sp * L::v_bytes);
+    issue_pv<D, MODE>(acc, P, sV + sp * L::v_bytes);
     wgmma_commit();
     wgmma_wait<1>();
     reg_fence(S);
@@ -353,7 +371,7 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     mbar_wait(full_v(sp), ((n_blocks - 1) / kStages) & 1);
     fence_p();
     wgmma_fence();
-    issue_pv<D>(acc, P, sV + sp * L::v_bytes);
+    issue_pv<D, MODE>(acc, P, sV + sp * L::v_bytes);
     wgmma_commit();
     wgmma_wait<0>();
     reg_fence(acc);

@@ -2,23 +2,30 @@
 // The tensor maps travel beside them (kernel.cuh); these hold everything else.
 #pragma once
 #include <cstdint>
+#include "common/types.h"  // PV
 
 namespace cs { namespace sm90 {
 
 // Tiles of the attention kernel (kernel.cuh) and of the quantization it reads (quant.cuh).
 constexpr int kBlockM = 128;    // query rows per CTA: two consumer warpgroups of 64 rows
-constexpr int kBlockN = 128;    // keys per main-loop step (one K tile, one V^T tile)
-constexpr int kStages = 3;      // K/V shared-memory ring depth (4: +1%, within noise; NOTES.md)
 constexpr int kThreads = 384;   // producer warpgroup + two consumer warpgroups
 constexpr int kQRows = 16;      // Q scale tile: one wgmma warp's rows (PER_THREAD: 8 groups by row % 8)
-constexpr int kKBlock = 128;    // K scale block = the softmax block (PER_THREAD: 4 groups by (token % 8) / 2)
 constexpr int kQuantRowsQ = 128;  // Q rows per quantization CTA (= PER_BLOCK Q scale tile)
-constexpr int kVPad = 128;      // V^T rows are padded (with zeros) to this many tokens
-static_assert(kBlockN == kKBlock && kVPad == kKBlock, "one K scale block per main-loop step, one quant_kv CTA each");
+constexpr int kMaxStages = 3;   // K/V shared-memory ring depth where it fits (4: +1%, within noise; NOTES.md)
+
+// Keys per main-loop step, per P·V mode: also the K scale block (PER_THREAD: 4 groups by (token % 8)
+// / 2), the reference's softmax block, one quant_kv CTA, and V^T's zero padding. Every block costs a
+// fixed ~150 instructions per warp (row-max shuffles, α, fences, barriers; NOTES v11), so wider is
+// faster while the registers last: FP16 holds O 64 + S 96 + P 48 = 208 at 192 keys; FP8's fresh
+// P·V tile O' takes 64 more, so it stays at 128 (O 64 + O' 64 + S 64 + P 16).
+template <PV MODE>
+struct KeyTile {
+  static constexpr int kBlockN = MODE == PV::FP16 ? 192 : 128;
+};
 
 struct AttnParams {
   const float* q_scale;   // (B*Hq, q_spr): one scale per (16-row tile, row % 8), any granularity expanded
-  const float* k_scale;   // (B*Hkv, k_spr): one scale per (128-token block, (token % 8) / 2)
+  const float* k_scale;   // (B*Hkv, k_spr): one scale per (KeyTile block, (token % 8) / 2)
   const float* v_scale;   // (B*Hkv, D): per channel, max|V| / 448
   const float* lse_corr;  // (B*Hq, Lq): sm_scale * q . mean(K), or null
   void* o;                // output, q's layout: strides in elements

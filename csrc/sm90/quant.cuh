@@ -5,7 +5,7 @@
 //              and the V channel scales, so the result does not depend on scheduling.
 //   quant_q:   Q -> int8 (B*Hq, Lq, D), one scale per (16-row tile, row % 8) in every granularity
 //              (coarser ones write their shared scale into each slot), + the lse correction.
-//   quant_kv:  K - mean -> int8 (B*Hkv, Lk, D), one scale per (128-token block, (token % 8) / 2);
+//   quant_kv:  K - mean -> int8 (B*Hkv, Lk, D), one scale per (KeyTile block, (token % 8) / 2);
 //              V / scale -> e4m3, transposed to (B*Hkv, D, L_pad), tokens permuted within 16;
 //              or (accurate mode) V -> f16 unscaled, transposed, tokens in order.
 // Rounding follows the reference (quant.py): scale = amax / qmax with a true division, values
@@ -174,14 +174,25 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
 #endif
 }
 
-// grid (ceil(Lk / 128), B*Hkv), 512 threads: one K scale block of 128 tokens, 4 threads per token.
+// Shared memory of quant_kv: each token's K amax, then the Vᵀ tile (D rows of the block's tokens).
 template <int D, PV MODE>
-__global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) {
+struct QuantKVSmem {
+  static constexpr int kTokens = KeyTile<MODE>::kBlockN;
+  static constexpr int kVB = MODE == PV::FP8 ? 1 : 2;  // bytes per Vᵀ element
+  static constexpr int vt_off = 4 * kTokens;           // a multiple of 16: the uint4 reads of Vᵀ rows
+  static constexpr int bytes = vt_off + D * kTokens * kVB;  // 49920 for f16 at 192 keys: over the static 48 KB
+};
+
+// grid (ceil(Lk / N), B*Hkv), 4N threads (N = KeyTile<MODE>::kBlockN): one K scale block, 4 threads per token.
+template <int D, PV MODE>
+__global__ void __launch_bounds__(4 * KeyTile<MODE>::kBlockN) quant_kv_kernel(QuantKVParams p) {
 #if CS_SM90_DEVICE
+  using SM = QuantKVSmem<D, MODE>;
   constexpr int CH = D / 32;  // 16-byte chunks per thread
-  constexpr int VB = MODE == PV::FP8 ? 1 : 2;  // bytes per Vᵀ element
-  __shared__ float tok_amax[kKBlock];
-  __shared__ __align__(16) uint8_t vt[D][kKBlock * VB];
+  constexpr int VB = SM::kVB, kKBlock = SM::kTokens;
+  extern __shared__ __align__(16) uint8_t quant_kv_smem[];
+  float* tok_amax = reinterpret_cast<float*>(quant_kv_smem);
+  auto vt = reinterpret_cast<uint8_t(*)[kKBlock * VB]>(quant_kv_smem + SM::vt_off);
   const int bhk = blockIdx.y, b = bhk / p.H, h = bhk % p.H;
   const int t = threadIdx.x >> 2, part = threadIdx.x & 3;
   const int n = blockIdx.x * kKBlock + t;
@@ -252,7 +263,7 @@ __global__ void __launch_bounds__(4 * kKBlock) quant_kv_kernel(QuantKVParams p) 
   }
   // tokens 0..3 hold the four groups' scales ((t % 8) / 2 = t / 2 for t < 8: tokens 0, 2, 4, 6)
   if (part == 0 && t < 8 && (t & 1) == 0) p.k_scale[static_cast<int64_t>(bhk) * p.spr + blockIdx.x * 4 + t / 2] = scale;
-  // V^T rows: D rows of 128 (e4m3) or 256 (f16) bytes, 16 bytes per thread per pass.
+  // V^T rows: D rows of N (e4m3) or 2N (f16) bytes, 16 bytes per thread per pass.
   constexpr int kRowChunks = kKBlock * VB / 16;
   const int64_t pitch = static_cast<int64_t>(p.L_pad) * VB;
   uint8_t* vdst = p.vt + static_cast<int64_t>(bhk) * D * pitch + static_cast<int64_t>(blockIdx.x) * kKBlock * VB;

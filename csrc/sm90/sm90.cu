@@ -26,8 +26,9 @@ struct Layout {
 Layout layout(int B, int Hq, int Hkv, int Lq, int Lk, int D, bool lse, PV pv) {
   Layout l{};
   l.q_spr = (Lq + kQRows - 1) / kQRows * 8;
-  l.k_spr = (Lk + kKBlock - 1) / kKBlock * 4;
-  l.lk_pad = pad_to(Lk, kVPad);
+  const int blk = pv == PV::FP16 ? KeyTile<PV::FP16>::kBlockN : KeyTile<PV::FP8>::kBlockN;
+  l.k_spr = (Lk + blk - 1) / blk * 4;
+  l.lk_pad = pad_to(Lk, blk);
   // K/V statistics: about 8 CTAs per SM (loads in flight), at most 64 chunks per head (the last CTA
   // of a head folds them in order).
   const int want = pad_to((Lk + 63) / 64, 1);
@@ -118,12 +119,16 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   kp.in_bf16 = bf16; kp.H = Hkv; kp.L = Lk; kp.L_pad = L.lk_pad; kp.spr = L.k_spr; kp.gran = gran;
   kp.kmean = smooth_k ? f32(L.kmean) : nullptr; kp.v_scale = f32(L.vs); kp.v_inv = f32(L.vinv);
   kp.k8 = reinterpret_cast<int8_t*>(ws + L.k8); kp.k_scale = f32(L.ks); kp.vt = reinterpret_cast<uint8_t*>(ws + L.vt);
-  quant_kv_kernel<D, MODE><<<dim3((Lk + kKBlock - 1) / kKBlock, bk), 4 * kKBlock, 0, st>>>(kp);
+  constexpr int blk = KeyTile<MODE>::kBlockN, kv_smem = QuantKVSmem<D, MODE>::bytes;
+  if ((e = cudaFuncSetAttribute(quant_kv_kernel<D, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, kv_smem)) !=
+      cudaSuccess)
+    return e;
+  quant_kv_kernel<D, MODE><<<dim3((Lk + blk - 1) / blk, bk), 4 * blk, kv_smem, st>>>(kp);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
 
   CUtensorMap tq, tk, tv;
-  if (!make_map(&tq, ws + L.q8, D, Lq, bq, D, D, kBlockM) || !make_map(&tk, ws + L.k8, D, Lk, bk, D, D, kBlockN) ||
-      !(MODE == PV::FP8 ? make_map(&tv, ws + L.vt, L.lk_pad, D, bk, L.lk_pad, kBlockN, D)
+  if (!make_map(&tq, ws + L.q8, D, Lq, bq, D, D, kBlockM) || !make_map(&tk, ws + L.k8, D, Lk, bk, D, D, blk) ||
+      !(MODE == PV::FP8 ? make_map(&tv, ws + L.vt, L.lk_pad, D, bk, L.lk_pad, blk, D)
                         : make_map(&tv, ws + L.vt, 2 * L.lk_pad, D, bk, 2 * L.lk_pad, 128, D))) {
     *map_failed = true;
     return cudaSuccess;
@@ -147,8 +152,9 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
 }
 
 
-TileShape tiles(int /*head_dim*/, PV /*mode*/, int /*arch*/) {
-  return TileShape{/*blk_q=*/kQuantRowsQ, /*warp_q=*/kQRows, /*blk_k=*/kKBlock};
+TileShape tiles(int /*head_dim*/, PV mode, int /*arch*/) {
+  const int blk = mode == PV::FP16 ? KeyTile<PV::FP16>::kBlockN : KeyTile<PV::FP8>::kBlockN;
+  return TileShape{/*blk_q=*/kQuantRowsQ, /*warp_q=*/kQRows, /*blk_k=*/blk};
 }
 
 size_t workspace_bytes(const AttnArgs& a) {
