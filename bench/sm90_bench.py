@@ -32,9 +32,9 @@ FLAGS = ["-gencode=arch=compute_90a,code=sm_90a", "-O3", "-std=c++17", "--use_fa
          "-Xptxas=-v,--warn-on-spills", "-Xcompiler=-fPIC", "-Xcompiler=-fvisibility=hidden", "-shared",
          "-cudart=static"]
 GRAN = {"per_thread": 0, "per_warp": 1, "per_block": 2}
-# SM90_PV=fp16 runs the accurate mode (csrc/common/types.h PV codes: FP16 0, FP8 1)
+# SM90_PV=fp16 runs the accurate mode, fp8-acc16 FP8 P·V with f16 block tiles (csrc/common/types.h PV codes)
 PV_NAME = os.environ.get("SM90_PV", "fp8")
-PV_CODE = {"fp16": 0, "fp8": 1}[PV_NAME]
+PV_CODE = {"fp16": 0, "fp8": 1, "fp8-acc16": 2}[PV_NAME]
 
 
 def meta() -> dict:
@@ -178,10 +178,10 @@ def key_block() -> int:
     """The built tree's key block for this P·V mode (csrc/sm90/params.h KeyTile): K scale block =
     softmax block = the reference's blk_k."""
     src = Path(os.environ.get("SM90_SRC", ROOT / "csrc"))
-    m = re.search(r"kBlockN = MODE == PV::FP16 \? (\d+) : (\d+);", (src / "sm90/params.h").read_text())
-    if m is None:  # trees before the per-mode tiles: 128 keys in both modes
+    m = re.search(r"kBlockN = MODE == PV::FP8 \? (\d+) : (\d+);", (src / "sm90/params.h").read_text())
+    if m is None:  # trees before the per-mode tiles: 128 keys in every mode
         return 128
-    return int(m.group(1) if PV_NAME == "fp16" else m.group(2))
+    return int(m.group(1) if PV_NAME == "fp8" else m.group(2))
 
 
 def test(out: Path) -> dict:

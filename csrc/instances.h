@@ -22,8 +22,10 @@
   X(W32, 128, INT8, (&cs::mma_sync::launch_w32<128, cs::PV::INT8>)) \
   X(SM90, 64, FP16, nullptr) \
   X(SM90, 64, FP8, nullptr) \
+  X(SM90, 64, FP8_ACC16, nullptr) \
   X(SM90, 128, FP16, nullptr) \
-  X(SM90, 128, FP8, nullptr)
+  X(SM90, 128, FP8, nullptr) \
+  X(SM90, 128, FP8_ACC16, nullptr)
 
 // X(family, tiles function, pipeline namespace, the arches it runs on...): families with kernels
 #define CS_FOR_EACH_FAMILY(X) \

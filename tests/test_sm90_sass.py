@@ -23,8 +23,8 @@ from tests.test_sass import _tool
 pytestmark = pytest.mark.slow
 SOURCE = build.csrc_root() / "sm90" / "sm90.cu"
 # Keys per main-loop step by P·V mode (params.h KeyTile): the Q·Kᵀ wgmma is m64 x that.
-_TILE = re.search(r"kBlockN = MODE == PV::FP16 \? (\d+) : (\d+);", (SOURCE.parent / "params.h").read_text())
-BLOCK_N = {"fp16": int(_TILE.group(1)), "fp8": int(_TILE.group(2))}
+_TILE = re.search(r"kBlockN = MODE == PV::FP8 \? (\d+) : (\d+);", (SOURCE.parent / "params.h").read_text())
+BLOCK_N = {"fp8": int(_TILE.group(1)), "fp8-acc16": int(_TILE.group(2)), "fp16": int(_TILE.group(2))}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,9 @@ def compiled(tmp_path_factory):
     return proc.stdout + proc.stderr, kernels
 
 
-# PV codes in the kernels' mangled names (csrc/common/types.h): FP16 0, FP8 1.
+# PV codes in the kernels' mangled names (csrc/common/types.h): FP16 0, FP8 1, FP8_ACC16 2.
 @pytest.mark.parametrize("pv,code,pv_op", [("fp8", 1, "QGMMA.64x{d}x32.F32.E4M3.E4M3"),
+                                           ("fp8-acc16", 2, "QGMMA.64x{d}x32.F16.E4M3.E4M3"),
                                            ("fp16", 0, "HGMMA.64x{d}x16.F32")], ids=lambda x: str(x))
 @pytest.mark.parametrize("d", [64, 128])
 def test_attention_kernel_uses_wgmma(compiled, d, pv, code, pv_op):

@@ -22,6 +22,7 @@
 // 16 at k positions {4q .. 4q+3} (q = lane % 4): V is stored with its tokens permuted the same
 // way within every 16 (quant.cuh, `vt_pos`), so no shuffles are needed.
 #pragma once
+#include <type_traits>
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -34,14 +35,18 @@ namespace cs { namespace sm90 {
 template <int D, PV MODE>
 struct SmemLayout {
   static_assert(D == 64 || D == 128, "head dim 64 or 128");
-  static_assert(MODE == PV::FP8 || MODE == PV::FP16, "FP8 or FP16 P·V");
+  static_assert(MODE == PV::FP8 || MODE == PV::FP8_ACC16 || MODE == PV::FP16, "FP8, FP8_ACC16 or FP16 P·V");
   static constexpr int kBlockN = KeyTile<MODE>::kBlockN;
+  static constexpr int kVB = MODE == PV::FP16 ? 2 : 1;  // bytes per Vᵀ element
   static constexpr int q_bytes = kBlockM * D;   // int8, rows of D bytes
   static constexpr int k_bytes = kBlockN * D;   // int8, rows of D bytes
-  // Vᵀ: e4m3 rows of 128 tokens, or f16 as sub-tiles of 64 tokens (128-byte rows: the swizzle span)
-  static constexpr int v_sub = D * 128;
-  static constexpr int v_bytes = MODE == PV::FP8 ? D * kBlockN : 2 * D * kBlockN;
-  static_assert(MODE == PV::FP16 || kBlockN == 128, "e4m3 Vᵀ rows are one 128-byte swizzle span");
+  // Vᵀ in sub-tiles, each one TMA box and one swizzle span: e4m3 rows of 128 tokens (128 B) when the
+  // block is 128 keys, else sub-tiles of 64 tokens (f16: 128 B rows; e4m3: 64 B rows).
+  static constexpr int kSubTokens = kVB == 1 && kBlockN == 128 ? 128 : 64;
+  static constexpr int kSubRow = kSubTokens * kVB;   // bytes per Vᵀ row of one sub-tile: the swizzle span
+  static constexpr int n_sub = kBlockN / kSubTokens;
+  static constexpr int v_sub = D * kSubRow;
+  static constexpr int v_bytes = n_sub * v_sub;
   // As many stages as fit in 227 KB (the f16 tile of 192 keys at head dim 128: two), at most kMaxStages.
   static constexpr int kStages = (232448 - q_bytes - 2048) / (k_bytes + v_bytes) < kMaxStages
                                      ? (232448 - q_bytes - 2048) / (k_bytes + v_bytes) : kMaxStages;
@@ -66,8 +71,9 @@ constexpr float kLnP = 6.104793232414985f;        // ln(448)
 template <bool MASK, PV MODE, int N>
 struct Softmax {
   static constexpr int kRegs = N / 2;
-  static constexpr int kSlices = MODE == PV::FP8 ? N / 32 : N / 16;  // k32 (e4m3) or k16 (f16) slices
-  static constexpr float kLog2Scale = MODE == PV::FP8 ? kLog2P : 0.f;
+  static constexpr bool kE4M3 = MODE != PV::FP16;
+  static constexpr int kSlices = kE4M3 ? N / 32 : N / 16;  // k32 (e4m3) or k16 (f16) slices
+  static constexpr float kLog2Scale = kE4M3 ? kLog2P : 0.f;
   // Pass 1: masked scores -> 0 (below every biased score), the scaled row max, m and α updated.
   __device__ __forceinline__ static void max_pass(uint32_t (&S)[kRegs], float sc, float (&m)[2], float (&alpha)[2],
                                                   int col0, int row0, int Lk, int causal) {
@@ -131,7 +137,7 @@ struct Softmax {
   // Pass 3, once the previous P·V has finished reading P: P̃ (in S) packed into P·V's A fragments.
   __device__ __forceinline__ static void pack(const uint32_t (&S)[kRegs], uint32_t (&P)[kSlices][4]) {
     auto f = [&](int i) { return __uint_as_float(S[i]); };
-    if constexpr (MODE == PV::FP8) {
+    if constexpr (kE4M3) {
 #pragma unroll
       for (int kk = 0; kk < kSlices; ++kk) {
         const int b = 16 * kk;
@@ -151,13 +157,21 @@ struct Softmax {
   }
 };
 
-template <int D>
-__device__ __forceinline__ void issue_pv_e4m3(float (&Of)[D / 2], const uint32_t (&P)[4][4], uint32_t sv) {
-  const uint64_t dv = smem_desc<128>(sv);
+// e4m3 P·V of one block: k32 slice kk reads its 32 tokens of Vᵀ sub-tile kk / (SUB / 32). A fresh
+// tile (scale-d 0 on the first slice): fp32 (FP8) or f16x2 (FP8_ACC16, rounded after each slice).
+template <int D, int SUB, int SLICES, typename Acc, int NACC>
+__device__ __forceinline__ void issue_pv_e4m3(Acc (&acc)[NACC], const uint32_t (&P)[SLICES][4], uint32_t sv) {
+  constexpr int kPer = SUB / 32;
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    if constexpr (D == 128) wgmma_e4m3_m64n128k32(Of, P[kk], dv + 2 * kk, kk > 0);
-    else wgmma_e4m3_m64n64k32(Of, P[kk], dv + 2 * kk, kk > 0);
+  for (int kk = 0; kk < SLICES; ++kk) {
+    const uint64_t dv = smem_desc<SUB>(sv + (kk / kPer) * D * SUB) + 2 * (kk % kPer);
+    if constexpr (std::is_same_v<Acc, float>) {  // fp32
+      if constexpr (D == 128) wgmma_e4m3_m64n128k32(acc, P[kk], dv, kk > 0);
+      else wgmma_e4m3_m64n64k32(acc, P[kk], dv, kk > 0);
+    } else {  // f16x2
+      if constexpr (D == 128) wgmma_e4m3_m64n128k32_f16(acc, P[kk], dv, kk > 0);
+      else wgmma_e4m3_m64n64k32_f16(acc, P[kk], dv, kk > 0);
+    }
   }
 }
 
@@ -172,12 +186,6 @@ __device__ __forceinline__ void issue_pv_f16(float (&O)[D / 2], const uint32_t (
     if constexpr (D == 128) wgmma_f16_m64n128k16(O, P[kk], dv);
     else wgmma_f16_m64n64k16(O, P[kk], dv);
   }
-}
-
-template <int D, PV MODE, int SLICES>
-__device__ __forceinline__ void issue_pv(float (&acc)[D / 2], const uint32_t (&P)[SLICES][4], uint32_t sv) {
-  if constexpr (MODE == PV::FP8) issue_pv_e4m3<D>(acc, P, sv);
-  else issue_pv_f16<D>(acc, P, sv);
 }
 
 template <int D, int N>
@@ -196,7 +204,8 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
                  const __grid_constant__ CUtensorMap tmV, const __grid_constant__ AttnParams p) {
 #if CS_SM90_DEVICE
   using L = SmemLayout<D, MODE>;
-  constexpr bool kFP8 = MODE == PV::FP8;
+  constexpr bool kE4M3 = MODE != PV::FP16;  // P·V on e4m3 into a fresh tile folded into O (FP8, FP8_ACC16)
+  constexpr bool kH16 = MODE == PV::FP8_ACC16;  // that tile in f16x2
   constexpr int kBlockN = L::kBlockN, kStages = L::kStages, kSRegs = kBlockN / 2;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
@@ -245,13 +254,9 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
         tma_load_3d(sK + s * L::k_bytes, &tmK, full_k(s), 0, j * kBlockN, bhk);
         mbar_wait(empty_v(s), ph ^ 1);
         mbar_expect_tx(full_v(s), L::v_bytes);
-        if constexpr (kFP8) {
-          tma_load_3d(sV + s * L::v_bytes, &tmV, full_v(s), j * kBlockN, 0, bhk);
-        } else {  // coordinates in bytes: boxes of 64 f16 tokens
 #pragma unroll
-          for (int t = 0; t < kBlockN / 64; ++t)
-            tma_load_3d(sV + s * L::v_bytes + t * L::v_sub, &tmV, full_v(s), 2 * j * kBlockN + 128 * t, 0, bhk);
-        }
+        for (int t = 0; t < L::n_sub; ++t)  // coordinates in bytes, one box per sub-tile
+          tma_load_3d(sV + s * L::v_bytes + t * L::v_sub, &tmV, full_v(s), L::kVB * j * kBlockN + t * L::kSubRow, 0, bhk);
       }
     }
     return;
@@ -275,7 +280,11 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
   using SoftmaxU = Softmax<false, MODE, kBlockN>;
   constexpr int kSlices = SoftmaxU::kSlices;
   uint32_t S[kSRegs];
-  float O[D / 2], Of[kFP8 ? D / 2 : 1];  // Of: FP8's fresh per-block tile
+  float O[D / 2];
+  // The fresh per-block tile of the e4m3 modes: fp32 (FP8) or f16x2 (FP8_ACC16: element i in half i % 2 of
+  // register i / 2, the f32 fragment's order); unused (one register) in the accurate mode.
+  using AccT = std::conditional_t<kH16, uint32_t, float>;
+  AccT Of[!kE4M3 ? 1 : kH16 ? D / 4 : D / 2];
   uint32_t P[kSlices][4];
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2], alpha_pend[2] = {0.f, 0.f};
 #pragma unroll
@@ -300,23 +309,36 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     if (j >= first_masked) SoftmaxM::exp_pass(S, sc, m, alpha, l);
     else SoftmaxU::exp_pass(S, sc, m, alpha, l);
   };
-  // FP8: O = O·α(j-1) + O'(j-1). FP16: P(j-1)·V went into O itself; bring O to this block's max.
+  // e4m3: O = O·α(j-1) + O'(j-1). FP16: P(j-1)·V went into O itself; bring O to this block's max.
   auto fold = [&]() {
+    if constexpr (kH16) {
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) {
-      if constexpr (kFP8) O[i] = fmaf(O[i], alpha_pend[(i >> 1) & 1], Of[i]);
-      else O[i] *= alpha[(i >> 1) & 1];
+      for (int r = 0; r < D / 4; ++r) {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&Of[r]));
+        O[2 * r] = fmaf(O[2 * r], alpha_pend[r & 1], f.x);
+        O[2 * r + 1] = fmaf(O[2 * r + 1], alpha_pend[r & 1], f.y);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) {
+        if constexpr (kE4M3) O[i] = fmaf(O[i], alpha_pend[(i >> 1) & 1], Of[i]);
+        else O[i] *= alpha[(i >> 1) & 1];
+      }
     }
   };
   auto fence_p = [&]() {
 #pragma unroll
     for (int kk = 0; kk < kSlices; ++kk) reg_fence(P[kk]);
   };
-  // What P·V accumulates into: FP8's fresh tile, or O itself.
-  float(&acc)[D / 2] = *[&] {
-    if constexpr (kFP8) return &Of;
-    else return &O;
-  }();
+  // P·V of one block into the fresh tile (e4m3 modes) or O itself (accurate mode).
+  auto issue_pv = [&](uint32_t sv) {
+    if constexpr (kE4M3) issue_pv_e4m3<D, L::kSubRow>(Of, P, sv);
+    else issue_pv_f16<D>(O, P, sv);
+  };
+  auto fence_acc = [&]() {
+    if constexpr (kE4M3) reg_fence(Of);
+    else reg_fence(O);
+  };
 
   mbar_wait(bar_q, 0);
 
@@ -350,7 +372,7 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     wgmma_fence();
     issue_qk<D, kBlockN>(S, dq, sK + s * L::k_bytes);
     wgmma_commit();
-    issue_pv<D, MODE>(acc, P, sV + sp * L::v_bytes);
+    issue_pv(sV + sp * L::v_bytes);
     wgmma_commit();
     wgmma_wait<1>();
     reg_fence(S);
@@ -358,7 +380,7 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     softmax(j, sc);
     exps(j, sc);  // under P(j-1)·V: S holds P̃(j) until the pack below
     wgmma_wait<0>();
-    reg_fence(acc);
+    fence_acc();
     fence_p();
     if (lane == 0) mbar_arrive(empty_v(sp));
     fold();
@@ -371,13 +393,13 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     mbar_wait(full_v(sp), ((n_blocks - 1) / kStages) & 1);
     fence_p();
     wgmma_fence();
-    issue_pv<D, MODE>(acc, P, sV + sp * L::v_bytes);
+    issue_pv(sV + sp * L::v_bytes);
     wgmma_commit();
     wgmma_wait<0>();
-    reg_fence(acc);
+    fence_acc();
     fence_p();
     if (lane == 0) mbar_arrive(empty_v(sp));
-    if constexpr (kFP8) fold();  // FP16: the last P·V is in O already, at the final max
+    if constexpr (kE4M3) fold();  // FP16: the last P·V is in O already, at the final max
   }
 
   // ---------------- epilogue: O · v_scale / l, lse ----------------
@@ -387,11 +409,14 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
   }
   const float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
-  const float* vs = p.v_scale + static_cast<int64_t>(bhk) * D + 2 * (lane & 3);  // FP8 only
-  char* obase = static_cast<char*>(p.o) + 2 * (static_cast<int64_t>(b) * p.o_sb + static_cast<int64_t>(h) * p.o_sh);
+  // The head's indices again from blockIdx: kept live across the main loop they cost the accurate-
+  // 192 and FP8_ACC16 tiles two registers of spill.
+  const int bh_e = ctaid_y(), b_e = bh_e / p.Hq, h_e = bh_e % p.Hq, bhk_e = b_e * p.Hkv + h_e / p.group;
+  const float* vs = p.v_scale + static_cast<int64_t>(bhk_e) * D + 2 * (lane & 3);  // e4m3 modes only
+  char* obase = static_cast<char*>(p.o) + 2 * (static_cast<int64_t>(b_e) * p.o_sb + static_cast<int64_t>(h_e) * p.o_sh);
 #pragma unroll
   for (int j = 0; j < D / 8; ++j) {
-    const float2 v2 = kFP8 ? __ldg(reinterpret_cast<const float2*>(vs + 8 * j)) : make_float2(1.f, 1.f);
+    const float2 v2 = kE4M3 ? __ldg(reinterpret_cast<const float2*>(vs + 8 * j)) : make_float2(1.f, 1.f);
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int row = row0 + 8 * i;
@@ -408,8 +433,8 @@ attn_sm90_kernel(const __grid_constant__ CUtensorMap tmQ, const __grid_constant_
     for (int i = 0; i < 2; ++i) {
       const int row = row0 + 8 * i;
       if (row < p.Lq) {
-        const int64_t at = static_cast<int64_t>(bh) * p.Lq + row;
-        float v = (m[i] + __log2f(l[i])) * kLn2 - (kFP8 ? kLnP : 0.f);
+        const int64_t at = static_cast<int64_t>(bh_e) * p.Lq + row;
+        float v = (m[i] + __log2f(l[i])) * kLn2 - (kE4M3 ? kLnP : 0.f);
         if (p.lse_corr) v += p.lse_corr[at];
         p.lse[at] = v;
       }

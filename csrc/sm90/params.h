@@ -16,12 +16,18 @@ constexpr int kMaxStages = 3;   // K/V shared-memory ring depth where it fits (4
 // Keys per main-loop step, per P·V mode: also the K scale block (PER_THREAD: 4 groups by (token % 8)
 // / 2), the reference's softmax block, one quant_kv CTA, and V^T's zero padding. Every block costs a
 // fixed ~150 instructions per warp (row-max shuffles, α, fences, barriers; NOTES v11), so wider is
-// faster while the registers last: FP16 holds O 64 + S 96 + P 48 = 208 at 192 keys; FP8's fresh
-// P·V tile O' takes 64 more, so it stays at 128 (O 64 + O' 64 + S 64 + P 16).
+// faster while the registers last (head dim 128, per consumer thread): FP16 holds O 64 + S 96 + P 48
+// = 208 at 192 keys, FP8_ACC16 O 64 + O' 32 (f16x2) + S 96 + P 24 = 216; FP8's fp32 fresh tile O'
+// takes 64, so it stays at 128 (O 64 + O' 64 + S 64 + P 16 = 208).
 template <PV MODE>
 struct KeyTile {
-  static constexpr int kBlockN = MODE == PV::FP16 ? 192 : 128;
+  static constexpr int kBlockN = MODE == PV::FP8 ? 128 : 192;
 };
+
+__host__ __device__ constexpr int key_block(PV mode) {
+  return mode == PV::FP8 ? KeyTile<PV::FP8>::kBlockN : mode == PV::FP16 ? KeyTile<PV::FP16>::kBlockN
+                                                                         : KeyTile<PV::FP8_ACC16>::kBlockN;
+}
 
 struct AttnParams {
   const float* q_scale;   // (B*Hq, q_spr): one scale per (16-row tile, row % 8), any granularity expanded
@@ -60,6 +66,7 @@ struct KVStatsParams {
   float* kmean;           // (B*Hkv, D)
   float* v_scale;         // (B*Hkv, D)
   float* v_inv;           // (B*Hkv, D): 1 / v_scale, for quant_kv's divisions (common/amax.cuh div_by)
+  float v_max;            // what max|V| maps to: 448 (FP8), 2.25 (FP8_ACC16: one block of P·V below f16's max)
   int smooth_k;
 };
 

@@ -19,6 +19,16 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 }
 
 // ---- mbarrier ---------------------------------------------------------------------------
+// blockIdx.y read again where it is used: a value ptxas cannot keep live from the kernel's start
+// (the consumers' epilogue, after a main loop that needs every register).
+__device__ __forceinline__ int ctaid_y() {
+  int r = 0;
+#if CS_SM90_DEVICE
+  asm volatile("mov.u32 %0, %%ctaid.y;" : "=r"(r));
+#endif
+  return r;
+}
+
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
 #if CS_SM90_DEVICE
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");

@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(256) kv_stats_kernel(KVStatsParams p, unsigned
       mx = fmax_nan(mx, __ldcg(p.part_v + at));
     }
     p.kmean[static_cast<int64_t>(bhk) * D + threadIdx.x] = p.smooth_k ? s / static_cast<float>(p.L) : 0.f;
-    const float vs = scale_of(mx, 448.f);
+    const float vs = scale_of(mx, p.v_max);
     p.v_scale[static_cast<int64_t>(bhk) * D + threadIdx.x] = vs;
     p.v_inv[static_cast<int64_t>(bhk) * D + threadIdx.x] = __frcp_rn(vs);
   }
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
 template <int D, PV MODE>
 struct QuantKVSmem {
   static constexpr int kTokens = KeyTile<MODE>::kBlockN;
-  static constexpr int kVB = MODE == PV::FP8 ? 1 : 2;  // bytes per Vᵀ element
+  static constexpr int kVB = MODE == PV::FP16 ? 2 : 1;  // bytes per Vᵀ element
   static constexpr int vt_off = 4 * kTokens;           // a multiple of 16: the uint4 reads of Vᵀ rows
   static constexpr int bytes = vt_off + D * kTokens * kVB;  // 49920 for f16 at 192 keys: over the static 48 KB
 };
@@ -197,22 +197,48 @@ __global__ void __launch_bounds__(4 * KeyTile<MODE>::kBlockN) quant_kv_kernel(Qu
   const int t = threadIdx.x >> 2, part = threadIdx.x & 3;
   const int n = blockIdx.x * kKBlock + t;
   const bool valid = n < p.L;
-  float k[CH][8], v[CH][8];
+  float k[CH][8];
   const int64_t kb = static_cast<int64_t>(b) * p.ksb + static_cast<int64_t>(h) * p.ksh + static_cast<int64_t>(n) * p.ksn;
   const int64_t vb = static_cast<int64_t>(b) * p.vsb + static_cast<int64_t>(h) * p.vsh + static_cast<int64_t>(n) * p.vsn;
   const float* km = p.kmean ? p.kmean + static_cast<int64_t>(bhk) * D : nullptr;
   const float* vs = p.v_scale + static_cast<int64_t>(bhk) * D;
   const float* vi = p.v_inv + static_cast<int64_t>(bhk) * D;
+  // V first, one 16-byte chunk at a time, so that only K's chunks stay in registers until the scale:
+  // e4m3 of v / scale into the transposed, permuted tile, or f16 of v transposed in order (768
+  // threads of the 192-token tiles leave 80 registers per thread).
+#pragma unroll
+  for (int c = 0; c < CH; ++c) {
+    const int ch = 8 * (4 * c + part);
+    float v[8];
+    if (valid) {
+      load8(p.v, vb + ch, p.in_bf16, v);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = 0.f;
+    }
+    if constexpr (MODE != PV::FP16) {  // e4m3
+#pragma unroll
+      for (int e = 0; e < 8; e += 4) {
+        auto d = [&](int u) { return div_by(v[e + u], vs[ch + e + u], vi[ch + e + u]); };
+        const uint32_t q = pack_e4m3x4(d(0), d(1), d(2), d(3));
+#pragma unroll
+        for (int u = 0; u < 4; ++u) vt[ch + e + u][vt_pos(t)] = static_cast<uint8_t>(q >> (8 * u));
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        *reinterpret_cast<__half*>(&vt[ch + e][2 * t]) = __float2half_rn(v[e]);
+    }
+  }
   float amax = 0.f;
 #pragma unroll
   for (int c = 0; c < CH; ++c) {
     const int ch = 8 * (4 * c + part);
     if (valid) {
       load8(p.k, kb + ch, p.in_bf16, k[c]);
-      load8(p.v, vb + ch, p.in_bf16, v[c]);
     } else {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) k[c][e] = v[c][e] = 0.f;
+      for (int e = 0; e < 8; ++e) k[c][e] = 0.f;
     }
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
@@ -222,24 +248,6 @@ __global__ void __launch_bounds__(4 * KeyTile<MODE>::kBlockN) quant_kv_kernel(Qu
   }
   amax = warp_max(amax, 2);
   if (part == 0) tok_amax[t] = amax;
-  // V: e4m3 of v / scale into the transposed, permuted tile, or f16 of v transposed in order.
-#pragma unroll
-  for (int c = 0; c < CH; ++c) {
-    const int ch = 8 * (4 * c + part);
-    if constexpr (MODE == PV::FP8) {
-#pragma unroll
-      for (int e = 0; e < 8; e += 4) {
-        auto d = [&](int u) { return div_by(v[c][e + u], vs[ch + e + u], vi[ch + e + u]); };
-        const uint32_t q = pack_e4m3x4(d(0), d(1), d(2), d(3));
-#pragma unroll
-        for (int u = 0; u < 4; ++u) vt[ch + e + u][vt_pos(t)] = static_cast<uint8_t>(q >> (8 * u));
-      }
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e)
-        *reinterpret_cast<__half*>(&vt[ch + e][2 * t]) = __float2half_rn(v[c][e]);
-    }
-  }
   __syncthreads();
   // K group amax: PER_THREAD over the 16 tokens with this token's (t % 8) / 2, else the block.
   float gmax = 0.f;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <algorithm>
 #include <mutex>
+#include <type_traits>
 #include "comfy_sage.h"
 #include "sm90/sm90.h"
 #include "sm90/kernel.cuh"
@@ -26,7 +27,7 @@ struct Layout {
 Layout layout(int B, int Hq, int Hkv, int Lq, int Lk, int D, bool lse, PV pv) {
   Layout l{};
   l.q_spr = (Lq + kQRows - 1) / kQRows * 8;
-  const int blk = pv == PV::FP16 ? KeyTile<PV::FP16>::kBlockN : KeyTile<PV::FP8>::kBlockN;
+  const int blk = key_block(pv);
   l.k_spr = (Lk + blk - 1) / blk * 4;
   l.lk_pad = pad_to(Lk, blk);
   // K/V statistics: about 8 CTAs per SM (loads in flight), at most 64 chunks per head (the last CTA
@@ -103,6 +104,7 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   sp.in_bf16 = bf16; sp.H = Hkv; sp.L = Lk; sp.chunk = L.chunk; sp.n_chunks = L.n_chunks;
   sp.part_k = f32(L.part_k); sp.part_v = f32(L.part_v); sp.kmean = f32(L.kmean); sp.v_scale = f32(L.vs); sp.v_inv = f32(L.vinv);
   sp.smooth_k = smooth_k;
+  sp.v_max = MODE == PV::FP8_ACC16 ? 2.25f : 448.f;  // comfy_sage/reference.py V_TARGET
   kv_stats_kernel<D><<<dim3(L.n_chunks, bk), 256, 0, st>>>(sp, reinterpret_cast<unsigned*>(ws + L.tickets));
 
   QuantQParams qp{};
@@ -127,9 +129,9 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
 
   CUtensorMap tq, tk, tv;
+  constexpr int vb = SmemLayout<D, MODE>::kVB;  // Vᵀ: rows of Lk_pad e4m3 or f16, read in bytes, one box per sub-tile
   if (!make_map(&tq, ws + L.q8, D, Lq, bq, D, D, kBlockM) || !make_map(&tk, ws + L.k8, D, Lk, bk, D, D, blk) ||
-      !(MODE == PV::FP8 ? make_map(&tv, ws + L.vt, L.lk_pad, D, bk, L.lk_pad, blk, D)
-                        : make_map(&tv, ws + L.vt, 2 * L.lk_pad, D, bk, 2 * L.lk_pad, 128, D))) {
+      !make_map(&tv, ws + L.vt, vb * L.lk_pad, D, bk, vb * L.lk_pad, SmemLayout<D, MODE>::kSubRow, D)) {
     *map_failed = true;
     return cudaSuccess;
   }
@@ -153,7 +155,7 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
 
 
 TileShape tiles(int /*head_dim*/, PV mode, int /*arch*/) {
-  const int blk = mode == PV::FP16 ? KeyTile<PV::FP16>::kBlockN : KeyTile<PV::FP8>::kBlockN;
+  const int blk = key_block(mode);
   return TileShape{/*blk_q=*/kQuantRowsQ, /*warp_q=*/kQRows, /*blk_k=*/blk};
 }
 
@@ -166,16 +168,18 @@ int attention(const AttnArgs& a, void* workspace, size_t ws_bytes, cudaStream_t 
     if (err && err_len) snprintf(err, err_len, "%s%s", msg, detail);
     return code;
   };
-  if (a.pv != PV::FP8 && a.pv != PV::FP16)
-    return fail(kErrUnsupported, "P·V in FP8 (int8qk-fp8pv) or FP16 (int8qk-fp16pv) only");
+  if (a.pv != PV::FP8 && a.pv != PV::FP8_ACC16 && a.pv != PV::FP16)
+    return fail(kErrUnsupported, "P·V in FP8 (int8qk-fp8pv, int8qk-fp8-acc16pv) or FP16 (int8qk-fp16pv) only");
   if (a.head_dim != 64 && a.head_dim != 128) return fail(kErrUnsupported, "head_dim must be 64 or 128");
   const Layout L = layout(a.B, a.Hq, a.Hkv, a.Lq, a.Lk, a.head_dim, a.lse != nullptr, a.pv);
   if (!workspace || ws_bytes < L.total) return fail(kErrWorkspace, "workspace too small");
   if (reinterpret_cast<uintptr_t>(workspace) % 16) return fail(kErrInvalid, "workspace not 16-byte aligned (TMA)");
   bool map_failed = false;
-  const bool fp8 = a.pv == PV::FP8;
-  const auto launch = a.head_dim == 64 ? (fp8 ? launch_all<64, PV::FP8> : launch_all<64, PV::FP16>)
-                                       : (fp8 ? launch_all<128, PV::FP8> : launch_all<128, PV::FP16>);
+  auto pick = [&](auto d) {
+    constexpr int D = decltype(d)::value;
+    return a.pv == PV::FP8 ? launch_all<D, PV::FP8> : a.pv == PV::FP8_ACC16 ? launch_all<D, PV::FP8_ACC16> : launch_all<D, PV::FP16>;
+  };
+  const auto launch = a.head_dim == 64 ? pick(std::integral_constant<int, 64>{}) : pick(std::integral_constant<int, 128>{});
   const cudaError_t e = launch(
       L, static_cast<char*>(workspace), a.q, a.k, a.v, a.o, a.lse, a.bf16, a.B, a.Hq, a.Hkv, a.Lq, a.Lk, a.q_strides,
       a.k_strides, a.v_strides, a.o_strides, static_cast<int>(a.gran), a.smooth_k, a.causal, a.sm_scale, stream,
