@@ -62,7 +62,8 @@ class PVMode(_StrEnum):
     FP8: P to e4m3 with the static scale 448, V to e4m3 per channel, each KV block accumulated
       into a fresh fp32 tile and added to the true fp32 accumulator (SageAttention2).
     FP8_ACC16: as FP8 but accumulated in fp16 inside a KV block; V's per-channel scale maps
-      max|V| to 2.25 so that one block of P̃·Ṽ stays below the fp16 maximum (SageAttention2++).
+      max|V| to 144 / blk_k (2.25 for blocks of 64) so that one block of P̃·Ṽ stays below the
+      fp16 maximum (SageAttention2++).
     INT8: P to unsigned 8-bit (×255), V to signed 8-bit per channel, exact int32 accumulation
       inside each KV block.
     """

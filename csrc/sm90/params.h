@@ -66,7 +66,7 @@ struct KVStatsParams {
   float* kmean;           // (B*Hkv, D)
   float* v_scale;         // (B*Hkv, D)
   float* v_inv;           // (B*Hkv, D): 1 / v_scale, for quant_kv's divisions (common/amax.cuh div_by)
-  float v_max;            // what max|V| maps to: 448 (FP8), 2.25 (FP8_ACC16: one block of P·V below f16's max)
+  float v_max;            // what max|V| maps to: 448 (FP8), 144 / block (FP8_ACC16: a block of P·V below f16's max)
   int smooth_k;
 };
 

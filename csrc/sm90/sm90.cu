@@ -104,7 +104,8 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   sp.in_bf16 = bf16; sp.H = Hkv; sp.L = Lk; sp.chunk = L.chunk; sp.n_chunks = L.n_chunks;
   sp.part_k = f32(L.part_k); sp.part_v = f32(L.part_v); sp.kmean = f32(L.kmean); sp.v_scale = f32(L.vs); sp.v_inv = f32(L.vinv);
   sp.smooth_k = smooth_k;
-  sp.v_max = MODE == PV::FP8_ACC16 ? 2.25f : 448.f;  // comfy_sage/reference.py V_TARGET
+  // comfy_sage/reference.py v_target: FP8_ACC16's f16 block sum 448 · v_max · blk stays below 65504
+  sp.v_max = MODE == PV::FP8_ACC16 ? 144.f / KeyTile<MODE>::kBlockN : 448.f;
   kv_stats_kernel<D><<<dim3(L.n_chunks, bk), 256, 0, st>>>(sp, reinterpret_cast<unsigned*>(ws + L.tickets));
 
   QuantQParams qp{};
