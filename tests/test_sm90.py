@@ -1,10 +1,10 @@
-"""GPU tests of the Hopper kernel family (csrc/sm90/: wgmma + TMA, INT8 Q·Kᵀ, FP8 P·V), reached
+"""GPU tests of the Hopper kernel family (csrc/sm90/: wgmma + TMA, INT8 Q·Kᵀ, FP8 / FP8_ACC16 / FP16 P·V), reached
 through the package's C ABI with ``family="sm90"`` (and by the library's own choice on cc 9.0).
 
 Marker ``gpu`` (skipped without CUDA) and skipped on GPUs other than compute capability 9.0.
 
 Bounds. Against the reference with the same quantization (tiles from the library: blk_k = the
-kernel's key block, 128 keys in the FP8 mode and 192 in the accurate one, which is both the K scale
+kernel's key block, 128 keys in the FP8 mode and 192 in FP8_ACC16 and the accurate one, which is both the K scale
 block and the reference's softmax block, as in the kernel) what remains
 is (1) fp32 summation order, (2) the FP8 wgmma summing each k32 slice with products aligned to the
 largest one and ~13-14 bits kept (emulated in the reference: 1e-4 rel-L1), (3) the exp2 argument

@@ -1,18 +1,19 @@
-// The Hopper attention kernel: INT8 Q·Kᵀ and FP8 P·V on wgmma, K/V by TMA through a ring of
-// shared-memory stages, one producer warp and two consumer warpgroups in ping-pong.
+// The Hopper attention kernel: INT8 Q·Kᵀ and FP8 (or FP16) P·V on wgmma, K/V by TMA through a ring
+// of shared-memory stages, one producer warp and two consumer warpgroups.
 //
 // CTA = 128 query rows of one (batch, head). Warpgroup 0 is the producer (one thread issues every
-// TMA load); warpgroups 1 and 2 each own 64 rows and walk the same K/V blocks of 128 keys, issuing
-// their wgmma freely: the tensor pipe serializes them, which staggers the two softmaxes. (FA3's
-// explicit ping-pong, two named barriers handing the tensor cores over, measured 2.5-4% slower
-// here: csrc/sm90/NOTES.md v1/v3.)
+// TMA load); warpgroups 1 and 2 each own 64 rows and walk the same K/V blocks (KeyTile: 128 keys in
+// the FP8 mode, 192 in FP8_ACC16 and FP16), issuing their wgmma freely: the tensor pipe serializes
+// them, which staggers the two softmaxes. (FA3's explicit ping-pong, two named barriers handing the
+// tensor cores over, measured 1.5-4% slower here: csrc/sm90/NOTES.md v1/v3/v9.)
 //
 // Per consumer warpgroup and block j (after the first): issue S(j) = Q·K(j)ᵀ (s8·s8 → s32, the
 // accumulators pre-set to 0x4B400000 so that their bits read as the float 1.5·2²³ + S, exact for
-// |S| < 2²²: INT8 Q·K ≤ 127²·128 = 2.06e6) and O'(j-1) = P(j-1)·V(j-1) (e4m3, a fresh fp32 tile);
-// wait for S, take the row max on the raw integers, wait for O', fold it into the true fp32 O
-// (O = O·α + O': SageAttention2's two-level accumulation, the FP8 MMA keeps ~22 bits), then
-// P(j) = exp2(S·scale − m + log2 448) packed to e4m3 straight into wgmma's A-register layout.
+// |S| < 2²²: INT8 Q·K ≤ 127²·128 = 2.06e6) and O'(j-1) = P(j-1)·V(j-1) (e4m3, a fresh tile: fp32,
+// or f16 in FP8_ACC16); wait for S, take the row max on the raw integers, exponentials over S while
+// P·V runs, wait for O', fold it into the true fp32 O (O = O·α + O': SageAttention2's two-level
+// accumulation, the FP8 MMA keeps ~22 bits), then P(j) = exp2(S·scale − m + log2 448) packed to
+// e4m3 straight into wgmma's A-register layout.
 //
 // Accurate mode (PV::FP16): P·V in f16 (m64nDk16, P in [0,1] rounded to f16, Vᵀ in f16 unscaled,
 // tokens in order) accumulated straight into O: the f16 wgmma's fp32 accumulation is exact enough,
