@@ -152,14 +152,21 @@ def test_fp16_accumulation_rounds_after_every_instruction():
     assert torch.allclose(acc16, acc32, rtol=4e-3, atol=0.1)
 
 
-def test_fp8_fp16_accumulation_cannot_overflow():
-    # Worst case of one KV block: every P̃ = 448, every Ṽ = 2.25 → 64·448·2.25 = 64512 < 65504.
-    p = torch.ones(1, 1, 16, 64)
-    v = torch.full((1, 1, 64, 8), 3.0)
-    v_scale = v.abs().amax(dim=2, keepdim=True) / 2.25
+@pytest.mark.parametrize("blk", [64, 192], ids=["mma-64", "sm90-192"])
+def test_fp8_fp16_accumulation_cannot_overflow(blk):
+    # Worst case of one KV block: every P̃ = 448, every Ṽ at the target 144 / blk →
+    # blk·448·144/blk = 64512 < 65504 (64 keys: 2.25; the Hopper family's 192: 0.75).
+    target = reference.v_target(PVMode.FP8_ACC16, Tiles(blk_q=128, warp_q=16, blk_k=blk))
+    assert target * blk * 448 < 65504
+    p = torch.ones(1, 1, 16, blk)
+    v = torch.full((1, 1, blk, 8), 3.0)
+    v_scale = v.abs().amax(dim=2, keepdim=True) / target
     out = reference.block_pv(p, v, v_scale, PVMode.FP8_ACC16)
     assert torch.isfinite(out).all()
-    assert torch.allclose(out, torch.full_like(out, 64 * 3.0), rtol=1e-3)
+    assert torch.allclose(out, torch.full_like(out, blk * 3.0), rtol=1e-3)
+    if blk == 192:  # the 64-key blocks' 2.25 overflows here: the target must follow the block
+        over = reference.block_pv(p, v, v.abs().amax(dim=2, keepdim=True) / 2.25, PVMode.FP8_ACC16)
+        assert not torch.isfinite(over).all()
 
 
 # --- granularity and smoothing -----------------------------------------------------------------
