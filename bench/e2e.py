@@ -101,6 +101,8 @@ MODES = {
     "auto": dict(backend="auto", variant="auto"),
     # auto quantizes only the measured FP8 P·V variant; the accurate mode is asked of the kernels
     "accurate": dict(backend="cuda", variant="int8qk-fp16pv"),
+    # FP8 P·V with f16 block sums: on the H200 the fastest kernel (csrc/sm90/NOTES.md v14), not auto's yet
+    "fp8-acc16": dict(backend="cuda", variant="int8qk-fp8-acc16pv"),
     "cuda": dict(backend="cuda", variant="auto"),
     "reference": dict(backend="reference", variant="auto"),
     "reference-accurate": dict(backend="reference", variant="int8qk-fp16pv"),

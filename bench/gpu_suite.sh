@@ -14,10 +14,10 @@ args=()
 for d in 64 128; do for n in 1024 2048 4096 8192 16384 32768; do
     args+=(--shape "4,32,$n,$d" --shape "4,32,$n,$d,causal"); done; done
 python3 -m comfy_sage bench --only-shapes "${args[@]}" --rep-ms 200 \
-    --variants "$sdpa,cuda.int8qk-fp8pv,triton.int8qk-fp8pv" --json "$out/sweep-4x32.json" 2>/dev/null \
+    --variants "$sdpa,cuda.int8qk-fp8pv,cuda.int8qk-fp8-acc16pv,triton.int8qk-fp8pv" --json "$out/sweep-4x32.json" 2>/dev/null \
     | tee "$out/sweep-4x32.txt" | tail -60
 python3 -m comfy_sage bench --rep-ms 300 --slow-max-tokens 0 \
-    --variants "$sdpa,cuda.int8qk-fp8pv,cuda.int8qk-fp16pv,triton.int8qk-fp8pv" --json "$out/sweep-models.json" \
+    --variants "$sdpa,cuda.int8qk-fp8pv,cuda.int8qk-fp8-acc16pv,cuda.int8qk-fp16pv,triton.int8qk-fp8pv" --json "$out/sweep-models.json" \
     2>/dev/null | tee "$out/sweep-models.txt" | tail -60
 timeout "$test_s" python3 -m pytest -q -p no:cacheprovider -rs tests > "$out/gpu-tests.log" 2>&1
 echo "pytest rc=$?" >> "$out/gpu-tests.log"; tail -30 "$out/gpu-tests.log"
