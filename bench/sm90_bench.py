@@ -175,10 +175,11 @@ TEST_CASES = [
 
 
 def key_block() -> int:
-    """The built tree's key block for this P·V mode (csrc/sm90/params.h KeyTile): K scale block =
+    """The built tree's key block for this P·V mode (csrc/sm90/params.h key_block): K scale block =
     softmax block = the reference's blk_k."""
     src = Path(os.environ.get("SM90_SRC", ROOT / "csrc"))
-    m = re.search(r"kBlockN = MODE == PV::FP8 \? (\d+) : (\d+);", (src / "sm90/params.h").read_text())
+    m = re.search(r"key_block\(PV mode\) \{ return mode == PV::FP8 \? (\d+) : (\d+); \}",
+                  (src / "sm90/params.h").read_text())
     if m is None:  # trees before the per-mode tiles: 128 keys in every mode
         return 128
     return int(m.group(1) if PV_NAME == "fp8" else m.group(2))

@@ -16,6 +16,8 @@ to the output (``v_smoothing``).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .call import Call, from_hnd, to_hnd
@@ -34,15 +36,16 @@ from .quant import (
 # The static P scales of the quantized P·V modes: P ∈ [0, 1] is mapped onto the format's range.
 P_SCALE = {PVMode.FP8: FP8_E4M3_MAX, PVMode.FP8_ACC16: FP8_E4M3_MAX, PVMode.INT8: 255.0}
 # The per-channel V targets: max|V[:, d]| maps onto these.
-V_TARGET = {PVMode.FP8: FP8_E4M3_MAX, PVMode.FP8_ACC16: 2.25, PVMode.INT8: float(INT_MAX[QKQuant.INT8])}
+V_TARGET = {PVMode.FP8: FP8_E4M3_MAX, PVMode.INT8: float(INT_MAX[QKQuant.INT8])}
 # FP8_ACC16 sums one KV block of P̃·Ṽ in fp16: blk_k · 448 · target must stay below 65504, so the
-# target is 144 / blk_k (2.25 for blocks of 64, as above; 0.75 for the Hopper family's 192).
+# target is 144 / blk_k (2.25 for blocks of 64, 0.75 for the Hopper family's 192; the kernels'
+# common/types.h pv_v_target).
 ACC16_V_BLOCK = 144.0
 
 
-def v_target(mode: PVMode, tiles) -> float:
-    """What max|V| per channel maps to in P·V's quantization (modes with a V scale only)."""
-    return ACC16_V_BLOCK / tiles.blk_k if mode is PVMode.FP8_ACC16 else V_TARGET[mode]
+def v_target(mode: PVMode, tiles) -> Optional[float]:
+    """What max|V| per channel maps to in P·V's quantization; None for modes without a V scale."""
+    return ACC16_V_BLOCK / tiles.blk_k if mode is PVMode.FP8_ACC16 else V_TARGET.get(mode)
 # K extent of one MMA instruction, over which the fp16-accumulating modes round once.
 ACC16_CHUNK = {PVMode.FP16_ACC16: 16, PVMode.FP8_ACC16: 32}
 
@@ -88,7 +91,8 @@ def _attention_hnd(q, k, v, cfg: QuantConfig, sm_scale: float, is_causal: bool):
     q_hat, k_hat, q_mean, k_mean = smooth_and_quantize(q, k, cfg)
     k_smooth = k - k_mean
     v, v_mean = v_smoothing(v, cfg)
-    v_scale = channel_scale(v, v_target(cfg.pv_mode, cfg.tiles)) if cfg.pv_mode in V_TARGET else None
+    target = v_target(cfg.pv_mode, cfg.tiles)
+    v_scale = channel_scale(v, target) if target is not None else None
 
     def heads(x):  # GQA: quantization is per kv head, the product sees each kv head `group` times
         return x.repeat_interleave(group, dim=1) if group > 1 and x is not None else x

@@ -22,8 +22,9 @@ from tests.test_sass import _tool
 
 pytestmark = pytest.mark.slow
 SOURCE = build.csrc_root() / "sm90" / "sm90.cu"
-# Keys per main-loop step by P·V mode (params.h KeyTile): the Q·Kᵀ wgmma is m64 x that.
-_TILE = re.search(r"kBlockN = MODE == PV::FP8 \? (\d+) : (\d+);", (SOURCE.parent / "params.h").read_text())
+# Keys per main-loop step by P·V mode (params.h key_block): the Q·Kᵀ wgmma is m64 x that.
+_TILE = re.search(r"key_block\(PV mode\) \{ return mode == PV::FP8 \? (\d+) : (\d+); \}",
+                  (SOURCE.parent / "params.h").read_text())
 BLOCK_N = {"fp8": int(_TILE.group(1)), "fp8-acc16": int(_TILE.group(2)), "fp16": int(_TILE.group(2))}
 
 

@@ -23,8 +23,11 @@ __host__ __device__ constexpr bool pv_is_8bit(PV m) { return m == PV::FP8 || m =
 __host__ __device__ constexpr bool pv_is_fp8(PV m) { return m == PV::FP8 || m == PV::FP8_ACC16; }
 // The static P scale: P in [0,1] is mapped onto the operand format's range.
 __host__ __device__ constexpr float pv_p_scale(PV m) { return m == PV::INT8 ? 255.f : (pv_is_fp8(m) ? 448.f : 1.f); }
-// max|V[:, d]| maps onto this value (per channel).
-__host__ __device__ constexpr float pv_v_target(PV m) { return m == PV::INT8 ? 127.f : (m == PV::FP8 ? 448.f : 2.25f); }
+// max|V[:, d]| maps onto this value (per channel). FP8_ACC16 sums a block of blk_k keys in fp16:
+// blk_k · 448 · target stays below 65504 at 144 / blk_k (2.25 for 64 keys; comfy_sage/reference.py v_target).
+__host__ __device__ constexpr float pv_v_target(PV m, int blk_k) {
+  return m == PV::INT8 ? 127.f : (m == PV::FP8 ? 448.f : 144.f / blk_k);
+}
 // Lowest SM (major*10+minor) that runs a mode natively or at all.
 constexpr int pv_min_arch(PV m) { return pv_is_fp8(m) ? 89 : 80; }
 

@@ -4,6 +4,7 @@
 #include "quant/quant.h"
 #include "common/amax.cuh"
 #include "common/convert.cuh"
+#include "mma_sync/traits.h"  // the key block FP8_ACC16's V target follows
 
 namespace cs {
 
@@ -151,7 +152,7 @@ __global__ void __launch_bounds__(kQuantThreads) v_quant_kernel(const void* x, i
   __shared__ float s_scale[128], s_inv[128];
   __shared__ float s_mean[128];
   const int b = blockIdx.z, h = blockIdx.y, n0 = blockIdx.x * 64, V = D / 8;
-  constexpr float target = pv_v_target(MODE);
+  constexpr float target = pv_v_target(MODE, mma_sync::tiles(0, MODE, 0).blk_k);
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     const float a = __uint_as_float(amax[(int64_t)(b * H + h) * D + d]);
     const float sc = scale_of(a, target);

@@ -2,7 +2,7 @@
 // of shared-memory stages, one producer warp and two consumer warpgroups.
 //
 // CTA = 128 query rows of one (batch, head). Warpgroup 0 is the producer (one thread issues every
-// TMA load); warpgroups 1 and 2 each own 64 rows and walk the same K/V blocks (KeyTile: 128 keys in
+// TMA load); warpgroups 1 and 2 each own 64 rows and walk the same K/V blocks (key_block: 128 keys in
 // the FP8 mode, 192 in FP8_ACC16 and FP16), issuing their wgmma freely: the tensor pipe serializes
 // them, which staggers the two softmaxes. (FA3's explicit ping-pong, two named barriers handing the
 // tensor cores over, measured 1.5-4% slower here: csrc/sm90/NOTES.md v1/v3/v9.)
@@ -37,8 +37,8 @@ template <int D, PV MODE>
 struct SmemLayout {
   static_assert(D == 64 || D == 128, "head dim 64 or 128");
   static_assert(MODE == PV::FP8 || MODE == PV::FP8_ACC16 || MODE == PV::FP16, "FP8, FP8_ACC16 or FP16 P·V");
-  static constexpr int kBlockN = KeyTile<MODE>::kBlockN;
-  static constexpr int kVB = MODE == PV::FP16 ? 2 : 1;  // bytes per Vᵀ element
+  static constexpr int kBlockN = key_block(MODE);
+  static constexpr int kVB = vt_bytes(MODE);
   static constexpr int q_bytes = kBlockM * D;   // int8, rows of D bytes
   static constexpr int k_bytes = kBlockN * D;   // int8, rows of D bytes
   // Vᵀ in sub-tiles, each one TMA box and one swizzle span: e4m3 rows of 128 tokens (128 B) when the

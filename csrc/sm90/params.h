@@ -19,19 +19,14 @@ constexpr int kMaxStages = 3;   // K/V shared-memory ring depth where it fits (4
 // faster while the registers last (head dim 128, per consumer thread): FP16 holds O 64 + S 96 + P 48
 // = 208 at 192 keys, FP8_ACC16 O 64 + O' 32 (f16x2) + S 96 + P 24 = 216; FP8's fp32 fresh tile O'
 // takes 64, so it stays at 128 (O 64 + O' 64 + S 64 + P 16 = 208).
-template <PV MODE>
-struct KeyTile {
-  static constexpr int kBlockN = MODE == PV::FP8 ? 128 : 192;
-};
+__host__ __device__ constexpr int key_block(PV mode) { return mode == PV::FP8 ? 128 : 192; }
 
-__host__ __device__ constexpr int key_block(PV mode) {
-  return mode == PV::FP8 ? KeyTile<PV::FP8>::kBlockN : mode == PV::FP16 ? KeyTile<PV::FP16>::kBlockN
-                                                                         : KeyTile<PV::FP8_ACC16>::kBlockN;
-}
+// Bytes per Vᵀ element: e4m3 (FP8, FP8_ACC16) or f16 (the accurate mode).
+__host__ __device__ constexpr int vt_bytes(PV mode) { return mode == PV::FP16 ? 2 : 1; }
 
 struct AttnParams {
   const float* q_scale;   // (B*Hq, q_spr): one scale per (16-row tile, row % 8), any granularity expanded
-  const float* k_scale;   // (B*Hkv, k_spr): one scale per (KeyTile block, (token % 8) / 2)
+  const float* k_scale;   // (B*Hkv, k_spr): one scale per (key_block, (token % 8) / 2)
   const float* v_scale;   // (B*Hkv, D): per channel, max|V| / 448
   const float* lse_corr;  // (B*Hq, Lq): sm_scale * q . mean(K), or null
   void* o;                // output, q's layout: strides in elements
@@ -66,7 +61,7 @@ struct KVStatsParams {
   float* kmean;           // (B*Hkv, D)
   float* v_scale;         // (B*Hkv, D)
   float* v_inv;           // (B*Hkv, D): 1 / v_scale, for quant_kv's divisions (common/amax.cuh div_by)
-  float v_max;            // what max|V| maps to: 448 (FP8), 144 / block (FP8_ACC16: a block of P·V below f16's max)
+  float v_max;            // what max|V| maps to (common/types.h pv_v_target)
   int smooth_k;
 };
 

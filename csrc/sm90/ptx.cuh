@@ -18,7 +18,6 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// ---- mbarrier ---------------------------------------------------------------------------
 // blockIdx.y read again where it is used: a value ptxas cannot keep live from the kernel's start
 // (the consumers' epilogue, after a main loop that needs every register).
 __device__ __forceinline__ int ctaid_y() {
@@ -29,6 +28,7 @@ __device__ __forceinline__ int ctaid_y() {
   return r;
 }
 
+// ---- mbarrier ---------------------------------------------------------------------------
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
 #if CS_SM90_DEVICE
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");

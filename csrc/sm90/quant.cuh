@@ -5,7 +5,7 @@
 //              and the V channel scales, so the result does not depend on scheduling.
 //   quant_q:   Q -> int8 (B*Hq, Lq, D), one scale per (16-row tile, row % 8) in every granularity
 //              (coarser ones write their shared scale into each slot), + the lse correction.
-//   quant_kv:  K - mean -> int8 (B*Hkv, Lk, D), one scale per (KeyTile block, (token % 8) / 2);
+//   quant_kv:  K - mean -> int8 (B*Hkv, Lk, D), one scale per (key_block, (token % 8) / 2);
 //              V / scale -> e4m3, transposed to (B*Hkv, D, L_pad), tokens permuted within 16;
 //              or (accurate mode) V -> f16 unscaled, transposed, tokens in order.
 // Rounding follows the reference (quant.py): scale = amax / qmax with a true division, values
@@ -177,15 +177,15 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
 // Shared memory of quant_kv: each token's K amax, then the Vᵀ tile (D rows of the block's tokens).
 template <int D, PV MODE>
 struct QuantKVSmem {
-  static constexpr int kTokens = KeyTile<MODE>::kBlockN;
-  static constexpr int kVB = MODE == PV::FP16 ? 2 : 1;  // bytes per Vᵀ element
+  static constexpr int kTokens = key_block(MODE);
+  static constexpr int kVB = vt_bytes(MODE);
   static constexpr int vt_off = 4 * kTokens;           // a multiple of 16: the uint4 reads of Vᵀ rows
   static constexpr int bytes = vt_off + D * kTokens * kVB;  // 49920 for f16 at 192 keys: over the static 48 KB
 };
 
-// grid (ceil(Lk / N), B*Hkv), 4N threads (N = KeyTile<MODE>::kBlockN): one K scale block, 4 threads per token.
+// grid (ceil(Lk / N), B*Hkv), 4N threads (N = key_block(MODE)): one K scale block, 4 threads per token.
 template <int D, PV MODE>
-__global__ void __launch_bounds__(4 * KeyTile<MODE>::kBlockN) quant_kv_kernel(QuantKVParams p) {
+__global__ void __launch_bounds__(4 * key_block(MODE)) quant_kv_kernel(QuantKVParams p) {
 #if CS_SM90_DEVICE
   using SM = QuantKVSmem<D, MODE>;
   constexpr int CH = D / 32;  // 16-byte chunks per thread

@@ -43,7 +43,7 @@ Layout layout(int B, int Hq, int Hkv, int Lq, int Lk, int D, bool lse, PV pv) {
   l.qs = take(sizeof(float) * bq * l.q_spr);
   l.k8 = take(bk * Lk * D);
   l.ks = take(sizeof(float) * bk * l.k_spr);
-  l.vt = take(bk * D * l.lk_pad * (pv == PV::FP16 ? 2 : 1));
+  l.vt = take(bk * D * l.lk_pad * vt_bytes(pv));
   l.vs = take(sizeof(float) * bk * D);
   l.vinv = take(sizeof(float) * bk * D);
   l.kmean = take(sizeof(float) * bk * D);
@@ -104,8 +104,7 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   sp.in_bf16 = bf16; sp.H = Hkv; sp.L = Lk; sp.chunk = L.chunk; sp.n_chunks = L.n_chunks;
   sp.part_k = f32(L.part_k); sp.part_v = f32(L.part_v); sp.kmean = f32(L.kmean); sp.v_scale = f32(L.vs); sp.v_inv = f32(L.vinv);
   sp.smooth_k = smooth_k;
-  // comfy_sage/reference.py v_target: FP8_ACC16's f16 block sum 448 · v_max · blk stays below 65504
-  sp.v_max = MODE == PV::FP8_ACC16 ? 144.f / KeyTile<MODE>::kBlockN : 448.f;
+  sp.v_max = pv_v_target(MODE, key_block(MODE));
   kv_stats_kernel<D><<<dim3(L.n_chunks, bk), 256, 0, st>>>(sp, reinterpret_cast<unsigned*>(ws + L.tickets));
 
   QuantQParams qp{};
@@ -122,7 +121,7 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   kp.in_bf16 = bf16; kp.H = Hkv; kp.L = Lk; kp.L_pad = L.lk_pad; kp.spr = L.k_spr; kp.gran = gran;
   kp.kmean = smooth_k ? f32(L.kmean) : nullptr; kp.v_scale = f32(L.vs); kp.v_inv = f32(L.vinv);
   kp.k8 = reinterpret_cast<int8_t*>(ws + L.k8); kp.k_scale = f32(L.ks); kp.vt = reinterpret_cast<uint8_t*>(ws + L.vt);
-  constexpr int blk = KeyTile<MODE>::kBlockN, kv_smem = QuantKVSmem<D, MODE>::bytes;
+  constexpr int blk = key_block(MODE), kv_smem = QuantKVSmem<D, MODE>::bytes;
   if ((e = cudaFuncSetAttribute(quant_kv_kernel<D, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, kv_smem)) !=
       cudaSuccess)
     return e;
@@ -130,7 +129,7 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
 
   CUtensorMap tq, tk, tv;
-  constexpr int vb = SmemLayout<D, MODE>::kVB;  // Vᵀ: rows of Lk_pad e4m3 or f16, read in bytes, one box per sub-tile
+  constexpr int vb = vt_bytes(MODE);  // Vᵀ: rows of Lk_pad e4m3 or f16, read in bytes, one box per sub-tile
   if (!make_map(&tq, ws + L.q8, D, Lq, bq, D, D, kBlockM) || !make_map(&tk, ws + L.k8, D, Lk, bk, D, D, blk) ||
       !make_map(&tv, ws + L.vt, vb * L.lk_pad, D, bk, vb * L.lk_pad, SmemLayout<D, MODE>::kSubRow, D)) {
     *map_failed = true;
@@ -156,8 +155,7 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
 
 
 TileShape tiles(int /*head_dim*/, PV mode, int /*arch*/) {
-  const int blk = key_block(mode);
-  return TileShape{/*blk_q=*/kQuantRowsQ, /*warp_q=*/kQRows, /*blk_k=*/blk};
+  return TileShape{/*blk_q=*/kQuantRowsQ, /*warp_q=*/kQRows, /*blk_k=*/key_block(mode)};
 }
 
 size_t workspace_bytes(const AttnArgs& a) {
