@@ -111,6 +111,27 @@ __global__ void __launch_bounds__(256) kv_stats_kernel(KVStatsParams p, unsigned
 #endif
 }
 
+// A 16-byte chunk of 8 bf16/f16 values, loaded raw: the passes keep chunks packed (half the
+// registers of floats, so more CTAs stay resident to keep loads in flight) and widen on use.
+__device__ __forceinline__ uint4 ldg16(const void* base, int64_t off) {
+  return __ldg(reinterpret_cast<const uint4*>(static_cast<const char*>(base) + 2 * off));
+}
+
+__device__ __forceinline__ float elem(const uint4& raw, int e, int bf16) {
+  const uint32_t w = e < 2 ? raw.x : e < 4 ? raw.y : e < 6 ? raw.z : raw.w;
+  if (bf16) return __uint_as_float((e & 1) ? (w & 0xFFFF0000u) : (w << 16));
+  return __half2float(__ushort_as_half(static_cast<unsigned short>((e & 1) ? (w >> 16) : (w & 0xFFFFu))));
+}
+
+// max |x| over a chunk's 8 values, on the bits: with the sign cleared, bf16 and f16 order like
+// unsigned integers (NaN above inf, so a NaN still wins), two halves per instruction.
+__device__ __forceinline__ float abs_max(const uint4& raw, int bf16) {
+  const uint32_t m = __vmaxu2(__vmaxu2(raw.x & 0x7FFF7FFFu, raw.y & 0x7FFF7FFFu),
+                              __vmaxu2(raw.z & 0x7FFF7FFFu, raw.w & 0x7FFF7FFFu));
+  const uint32_t h = max(m & 0xFFFFu, m >> 16);
+  return bf16 ? __uint_as_float(h << 16) : __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
+}
+
 // grid (ceil(Lq / 128), B*Hq), 256 threads: warp w quantizes rows 16w .. 16w+15 of the tile.
 template <int D>
 __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
@@ -122,19 +143,17 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
   const int r16 = blockIdx.x * kQuantRowsQ + warp * kQRows;
   const int rows[2] = {r16 + g, r16 + g + 8};
   const int64_t xb = static_cast<int64_t>(b) * p.sb + static_cast<int64_t>(h) * p.sh;
-  float v[2][CH][8];
+  uint4 raw[2][CH];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int c = 0; c < CH; ++c)
+      raw[i][c] = rows[i] < p.L ? ldg16(p.x, xb + rows[i] * p.sn + 8 * (4 * c + part)) : make_uint4(0, 0, 0, 0);
   float amax = 0.f;
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
-    for (int c = 0; c < CH; ++c) {
-      if (rows[i] < p.L) load8(p.x, xb + rows[i] * p.sn + 8 * (4 * c + part), p.in_bf16, v[i][c]);
-      else
-#pragma unroll
-        for (int e = 0; e < 8; ++e) v[i][c][e] = 0.f;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) amax = fmax_nan(amax, fabsf(v[i][c][e]));
-    }
+    for (int c = 0; c < CH; ++c) amax = fmax_nan(amax, abs_max(raw[i][c], p.in_bf16));
   amax = warp_max(amax, p.gran == kGranThread ? 2 : 16);
   if (p.gran == kGranBlock) {
     if (lane == 0) warp_amax[warp] = amax;
@@ -149,10 +168,10 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
     int8_t* dst = p.out + (static_cast<int64_t>(bh) * p.L + rows[i]) * D;
 #pragma unroll
     for (int c = 0; c < CH; ++c) {
-      const float* x = v[i][c];
+      auto x = [&](int e) { return elem(raw[i][c], e, p.in_bf16); };
       uint2 q;
-      q.x = pack_s8x4(x[0], x[1], x[2], x[3], scale, inv);
-      q.y = pack_s8x4(x[4], x[5], x[6], x[7], scale, inv);
+      q.x = pack_s8x4(x(0), x(1), x(2), x(3), scale, inv);
+      q.y = pack_s8x4(x(4), x(5), x(6), x(7), scale, inv);
       *reinterpret_cast<uint2*>(dst + 8 * (4 * c + part)) = q;
     }
   }
@@ -165,7 +184,7 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
 #pragma unroll
       for (int c = 0; c < CH; ++c)
 #pragma unroll
-        for (int e = 0; e < 8; ++e) dot = fmaf(v[i][c][e], km[8 * (4 * c + part) + e], dot);
+        for (int e = 0; e < 8; ++e) dot = fmaf(elem(raw[i][c], e, p.in_bf16), km[8 * (4 * c + part) + e], dot);
       dot += __shfl_xor_sync(0xffffffffu, dot, 1);
       dot += __shfl_xor_sync(0xffffffffu, dot, 2);
       if (part == 0 && rows[i] < p.L) p.corr[static_cast<int64_t>(bh) * p.L + rows[i]] = p.sm_scale * dot;
@@ -174,110 +193,116 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
 #endif
 }
 
-// Shared memory of quant_kv: each token's K amax, then the Vᵀ tile (D rows of the block's tokens).
+// quant_kv's CTA: one key block (key_block(MODE) tokens); each thread one quad of tokens {2k, 2k+1,
+// 2k+8, 2k+9} of a 16 (the four that share K scale group k = (token % 8) / 2 and, in e4m3, one
+// 4-byte word of Vᵀ: positions 4k .. 4k+3, vt_pos) times one 16-byte chunk of channels.
+// Shared memory: K's mean and V's scales for the head, the four K group maxima, then the Vᵀ tile,
+// each row one word longer than its payload so that a warp's quad writes fall in 32 banks.
 template <int D, PV MODE>
 struct QuantKVSmem {
   static constexpr int kTokens = key_block(MODE);
   static constexpr int kVB = vt_bytes(MODE);
-  static constexpr int vt_off = 4 * kTokens;           // a multiple of 16: the uint4 reads of Vᵀ rows
-  static constexpr int bytes = vt_off + D * kTokens * kVB;  // 49920 for f16 at 192 keys: over the static 48 KB
+  static constexpr int kRow = kTokens * kVB;        // Vᵀ payload bytes per channel row
+  static constexpr int kPitch = kRow + 4;           // an odd number of words
+  static constexpr int kThreads = kTokens * D / 32;  // (kTokens / 16 tiles) x (4 quads) x (D / 8 chunks)
+  // Resident CTAs per SM asked of ptxas (40 registers at 768 threads, 42 at 512): one CTA's load
+  // latency hides behind another's stores. The f16 tile's wider rows spill at 40.
+  static constexpr int kMinBlocks = MODE == PV::FP16 ? 1 : (kThreads >= 768 ? 2 : 3);
+  static constexpr int km_off = 0, vs_off = 4 * D, vi_off = 8 * D, gmax_off = 12 * D;
+  static constexpr int vt_off = gmax_off + 16;
+  static constexpr int bytes = vt_off + D * kPitch;
+  static_assert((kPitch / 4) % 2 == 1 && kTokens % 32 == 0, "odd row pitch in words, whole warps of tiles");
 };
 
-// grid (ceil(Lk / N), B*Hkv), 4N threads (N = key_block(MODE)): one K scale block, 4 threads per token.
+// grid (ceil(Lk / N), B*Hkv), N·D/32 threads (N = key_block(MODE)).
 template <int D, PV MODE>
-__global__ void __launch_bounds__(4 * key_block(MODE)) quant_kv_kernel(QuantKVParams p) {
+__global__ void __launch_bounds__(QuantKVSmem<D, MODE>::kThreads, QuantKVSmem<D, MODE>::kMinBlocks) quant_kv_kernel(QuantKVParams p) {
 #if CS_SM90_DEVICE
   using SM = QuantKVSmem<D, MODE>;
-  constexpr int CH = D / 32;  // 16-byte chunks per thread
-  constexpr int VB = SM::kVB, kKBlock = SM::kTokens;
+  constexpr int kKBlock = SM::kTokens, kCHi = D / 32;
   extern __shared__ __align__(16) uint8_t quant_kv_smem[];
-  float* tok_amax = reinterpret_cast<float*>(quant_kv_smem);
-  auto vt = reinterpret_cast<uint8_t(*)[kKBlock * VB]>(quant_kv_smem + SM::vt_off);
+  float* s_km = reinterpret_cast<float*>(quant_kv_smem + SM::km_off);
+  float* s_vs = reinterpret_cast<float*>(quant_kv_smem + SM::vs_off);
+  float* s_vi = reinterpret_cast<float*>(quant_kv_smem + SM::vi_off);
+  unsigned* s_gmax = reinterpret_cast<unsigned*>(quant_kv_smem + SM::gmax_off);
+  uint8_t* s_vt = quant_kv_smem + SM::vt_off;
   const int bhk = blockIdx.y, b = bhk / p.H, h = bhk % p.H;
-  const int t = threadIdx.x >> 2, part = threadIdx.x & 3;
-  const int n = blockIdx.x * kKBlock + t;
-  const bool valid = n < p.L;
-  float k[CH][8];
-  const int64_t kb = static_cast<int64_t>(b) * p.ksb + static_cast<int64_t>(h) * p.ksh + static_cast<int64_t>(n) * p.ksn;
-  const int64_t vb = static_cast<int64_t>(b) * p.vsb + static_cast<int64_t>(h) * p.vsh + static_cast<int64_t>(n) * p.vsn;
-  const float* km = p.kmean ? p.kmean + static_cast<int64_t>(bhk) * D : nullptr;
-  const float* vs = p.v_scale + static_cast<int64_t>(bhk) * D;
-  const float* vi = p.v_inv + static_cast<int64_t>(bhk) * D;
-  // V first, one 16-byte chunk at a time, so that only K's chunks stay in registers until the scale:
-  // e4m3 of v / scale into the transposed, permuted tile, or f16 of v transposed in order (768
-  // threads of the 192-token tiles leave 80 registers per thread).
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // lanes: 4 chunks x 4 quads x 2 tiles, so that (8 c P + 4 s + k) mod 32 covers the banks
+  const int c = (warp % kCHi) * 4 + (lane & 3), k = (lane >> 2) & 3, s = (warp / kCHi) * 2 + (lane >> 4);
+  const int ch = 8 * c, n0 = blockIdx.x * kKBlock + 16 * s + 2 * k;
+  const int64_t kb = static_cast<int64_t>(b) * p.ksb + static_cast<int64_t>(h) * p.ksh + ch;
+  const int64_t vb = static_cast<int64_t>(b) * p.vsb + static_cast<int64_t>(h) * p.vsh + ch;
+  constexpr int kTok[4] = {0, 1, 8, 9};
+  uint4 vr[4], kr[4];
 #pragma unroll
-  for (int c = 0; c < CH; ++c) {
-    const int ch = 8 * (4 * c + part);
-    float v[8];
-    if (valid) {
-      load8(p.v, vb + ch, p.in_bf16, v);
+  for (int j = 0; j < 4; ++j) {
+    const int n = n0 + kTok[j];
+    vr[j] = n < p.L ? ldg16(p.v, vb + n * p.vsn) : make_uint4(0, 0, 0, 0);
+  }
+  if (threadIdx.x < D) {
+    const int64_t at = static_cast<int64_t>(bhk) * D + threadIdx.x;
+    s_km[threadIdx.x] = p.kmean ? p.kmean[at] : 0.f;
+    s_vs[threadIdx.x] = p.v_scale[at];
+    s_vi[threadIdx.x] = p.v_inv[at];
+  }
+  if (threadIdx.x < 4) s_gmax[threadIdx.x] = 0u;
+  __syncthreads();
+  // V: e4m3 of v / scale, the quad's four tokens one word of its channel row; or f16 of v, tokens in order.
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    uint8_t* row = s_vt + (ch + e) * SM::kPitch;
+    if constexpr (MODE != PV::FP16) {
+      const float sc = s_vs[ch + e], inv = s_vi[ch + e];
+      auto d = [&](int j) { return div_by(elem(vr[j], e, p.in_bf16), sc, inv); };
+      *reinterpret_cast<uint32_t*>(row + 16 * s + 4 * k) = pack_e4m3x4(d(0), d(1), d(2), d(3));
     } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) v[e] = 0.f;
-    }
-    if constexpr (MODE != PV::FP16) {  // e4m3
-#pragma unroll
-      for (int e = 0; e < 8; e += 4) {
-        auto d = [&](int u) { return div_by(v[e + u], vs[ch + e + u], vi[ch + e + u]); };
-        const uint32_t q = pack_e4m3x4(d(0), d(1), d(2), d(3));
-#pragma unroll
-        for (int u = 0; u < 4; ++u) vt[ch + e + u][vt_pos(t)] = static_cast<uint8_t>(q >> (8 * u));
-      }
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e)
-        *reinterpret_cast<__half*>(&vt[ch + e][2 * t]) = __float2half_rn(v[e]);
+      auto f = [&](int j) { return elem(vr[j], e, p.in_bf16); };
+      *reinterpret_cast<uint32_t*>(row + 2 * (16 * s + 2 * k)) = pack_half2(f(0), f(1));
+      *reinterpret_cast<uint32_t*>(row + 2 * (16 * s + 2 * k + 8)) = pack_half2(f(2), f(3));
     }
   }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int n = n0 + kTok[j];
+    kr[j] = n < p.L ? ldg16(p.k, kb + n * p.ksn) : make_uint4(0, 0, 0, 0);
+  }
+  // K - mean: tokens past the end are zeros (not -mean), as the reference pads them.
+  float km[8];
+  *reinterpret_cast<float4*>(km) = *reinterpret_cast<const float4*>(s_km + ch);
+  *reinterpret_cast<float4*>(km + 4) = *reinterpret_cast<const float4*>(s_km + ch + 4);
+  auto kx = [&](int j, int e) { return n0 + kTok[j] < p.L ? elem(kr[j], e, p.in_bf16) - km[e] : 0.f; };
   float amax = 0.f;
 #pragma unroll
-  for (int c = 0; c < CH; ++c) {
-    const int ch = 8 * (4 * c + part);
-    if (valid) {
-      load8(p.k, kb + ch, p.in_bf16, k[c]);
-    } else {
+  for (int j = 0; j < 4; ++j)
 #pragma unroll
-      for (int e = 0; e < 8; ++e) k[c][e] = 0.f;
-    }
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      if (km && valid) k[c][e] -= km[ch + e];
-      amax = fmax_nan(amax, fabsf(k[c][e]));
-    }
-  }
-  amax = warp_max(amax, 2);
-  if (part == 0) tok_amax[t] = amax;
+    for (int e = 0; e < 8; ++e) amax = fmax_nan(amax, fabsf(kx(j, e)));
+  amax = fmax_nan(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+  amax = fmax_nan(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+  amax = fmax_nan(amax, __shfl_xor_sync(0xffffffffu, amax, 16));
+  if ((lane & 0x13) == 0) atomicMax(s_gmax + k, __float_as_uint(amax));  // |x| and NaN order as unsigned
   __syncthreads();
-  // K group amax: PER_THREAD over the 16 tokens with this token's (t % 8) / 2, else the block.
-  float gmax = 0.f;
-  if (p.gran == kGranThread) {
-    const int g2 = (t & 7) >> 1;
+  // K group amax: PER_THREAD over the group's tokens of the block, else over the block.
+  const unsigned g = p.gran == kGranThread ? s_gmax[k] : max(max(s_gmax[0], s_gmax[1]), max(s_gmax[2], s_gmax[3]));
+  const float scale = scale_of(__uint_as_float(g), 127.f), kinv = __frcp_rn(scale);
 #pragma unroll
-    for (int a = 0; a < kKBlock / 8; ++a) gmax = fmax_nan(gmax, fmax_nan(tok_amax[8 * a + 2 * g2], tok_amax[8 * a + 2 * g2 + 1]));
-  } else {
-    for (int a = 0; a < kKBlock; ++a) gmax = fmax_nan(gmax, tok_amax[a]);
+  for (int j = 0; j < 4; ++j) {
+    const int n = n0 + kTok[j];
+    if (n >= p.L) continue;
+    uint2 q;
+    q.x = pack_s8x4(kx(j, 0), kx(j, 1), kx(j, 2), kx(j, 3), scale, kinv);
+    q.y = pack_s8x4(kx(j, 4), kx(j, 5), kx(j, 6), kx(j, 7), scale, kinv);
+    *reinterpret_cast<uint2*>(p.k8 + (static_cast<int64_t>(bhk) * p.L + n) * D + ch) = q;
   }
-  const float scale = scale_of(gmax, 127.f), inv = __frcp_rn(scale);
-  if (valid) {
-    int8_t* dst = p.k8 + (static_cast<int64_t>(bhk) * p.L + n) * D;
-#pragma unroll
-    for (int c = 0; c < CH; ++c) {
-      uint2 q;
-      q.x = pack_s8x4(k[c][0], k[c][1], k[c][2], k[c][3], scale, inv);
-      q.y = pack_s8x4(k[c][4], k[c][5], k[c][6], k[c][7], scale, inv);
-      *reinterpret_cast<uint2*>(dst + 8 * (4 * c + part)) = q;
-    }
-  }
-  // tokens 0..3 hold the four groups' scales ((t % 8) / 2 = t / 2 for t < 8: tokens 0, 2, 4, 6)
-  if (part == 0 && t < 8 && (t & 1) == 0) p.k_scale[static_cast<int64_t>(bhk) * p.spr + blockIdx.x * 4 + t / 2] = scale;
-  // V^T rows: D rows of N (e4m3) or 2N (f16) bytes, 16 bytes per thread per pass.
-  constexpr int kRowChunks = kKBlock * VB / 16;
-  const int64_t pitch = static_cast<int64_t>(p.L_pad) * VB;
-  uint8_t* vdst = p.vt + static_cast<int64_t>(bhk) * D * pitch + static_cast<int64_t>(blockIdx.x) * kKBlock * VB;
-  for (int i = threadIdx.x; i < D * kRowChunks; i += 4 * kKBlock) {
-    const int d = i / kRowChunks, c = i % kRowChunks;
-    *reinterpret_cast<uint4*>(vdst + static_cast<int64_t>(d) * pitch + 16 * c) = *reinterpret_cast<const uint4*>(&vt[d][16 * c]);
+  if (c == 0 && s == 0) p.k_scale[static_cast<int64_t>(bhk) * p.spr + blockIdx.x * 4 + k] = scale;
+  // Vᵀ rows: D rows of kRow bytes, 16 bytes per thread per pass (four words: the pitch is odd).
+  constexpr int kRowChunks = SM::kRow / 16;
+  const int64_t pitch = static_cast<int64_t>(p.L_pad) * SM::kVB;
+  uint8_t* vdst = p.vt + static_cast<int64_t>(bhk) * D * pitch + static_cast<int64_t>(blockIdx.x) * SM::kRow;
+  for (int i = threadIdx.x; i < D * kRowChunks; i += SM::kThreads) {
+    const int d = i / kRowChunks, q = i % kRowChunks;
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(s_vt + d * SM::kPitch + 16 * q);
+    *reinterpret_cast<uint4*>(vdst + static_cast<int64_t>(d) * pitch + 16 * q) = make_uint4(src[0], src[1], src[2], src[3]);
   }
 #endif
 }

@@ -121,11 +121,12 @@ cudaError_t launch_all(const Layout& L, char* ws, const void* q, const void* k, 
   kp.in_bf16 = bf16; kp.H = Hkv; kp.L = Lk; kp.L_pad = L.lk_pad; kp.spr = L.k_spr; kp.gran = gran;
   kp.kmean = smooth_k ? f32(L.kmean) : nullptr; kp.v_scale = f32(L.vs); kp.v_inv = f32(L.vinv);
   kp.k8 = reinterpret_cast<int8_t*>(ws + L.k8); kp.k_scale = f32(L.ks); kp.vt = reinterpret_cast<uint8_t*>(ws + L.vt);
-  constexpr int blk = key_block(MODE), kv_smem = QuantKVSmem<D, MODE>::bytes;
-  if ((e = cudaFuncSetAttribute(quant_kv_kernel<D, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, kv_smem)) !=
+  using KVS = QuantKVSmem<D, MODE>;
+  constexpr int blk = key_block(MODE);
+  if ((e = cudaFuncSetAttribute(quant_kv_kernel<D, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, KVS::bytes)) !=
       cudaSuccess)
     return e;
-  quant_kv_kernel<D, MODE><<<dim3((Lk + blk - 1) / blk, bk), 4 * blk, kv_smem, st>>>(kp);
+  quant_kv_kernel<D, MODE><<<dim3((Lk + blk - 1) / blk, bk), KVS::kThreads, KVS::bytes, st>>>(kp);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
 
   CUtensorMap tq, tk, tv;
