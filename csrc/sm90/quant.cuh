@@ -26,17 +26,35 @@ __host__ __device__ constexpr int vt_pos(int t) {
   return (t & ~15) | (4 * ((t & 7) >> 1) + (t & 1) + 2 * ((t >> 3) & 1));
 }
 
-__device__ __forceinline__ void load8(const void* base, int64_t off, int bf16, float (&v)[8]) {
-  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(static_cast<const char*>(base) + 2 * off));
-  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float2 f;
-    if (bf16) f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
-    else f = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
-  }
+// A 16-byte chunk of 8 bf16/f16 values, loaded raw: the passes keep chunks packed (half the
+// registers of floats, so more CTAs stay resident to keep loads in flight) and widen on use.
+__device__ __forceinline__ uint4 ldg16(const void* base, int64_t off) {
+  return __ldg(reinterpret_cast<const uint4*>(static_cast<const char*>(base) + 2 * off));
+}
+
+// The same load as a volatile asm: issued where it is written. ptxas otherwise sinks each load of an
+// accumulating loop next to its use, one row in flight per thread (kv_stats: its chunks are short).
+__device__ __forceinline__ uint4 ldg16_now(const void* base, int64_t off) {
+  uint4 r;
+  asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(static_cast<const char*>(base) + 2 * off));
+  return r;
+}
+
+__device__ __forceinline__ float elem(const uint4& raw, int e, int bf16) {
+  const uint32_t w = e < 2 ? raw.x : e < 4 ? raw.y : e < 6 ? raw.z : raw.w;
+  if (bf16) return __uint_as_float((e & 1) ? (w & 0xFFFF0000u) : (w << 16));
+  return __half2float(__ushort_as_half(static_cast<unsigned short>((e & 1) ? (w >> 16) : (w & 0xFFFFu))));
+}
+
+// max |x| over a chunk's 8 values, on the bits: with the sign cleared, bf16 and f16 order like
+// unsigned integers (NaN above inf, so a NaN still wins), two halves per instruction.
+__device__ __forceinline__ float abs_max(const uint4& raw, int bf16) {
+  const uint32_t m = __vmaxu2(__vmaxu2(raw.x & 0x7FFF7FFFu, raw.y & 0x7FFF7FFFu),
+                              __vmaxu2(raw.z & 0x7FFF7FFFu, raw.w & 0x7FFF7FFFu));
+  const uint32_t h = max(m & 0xFFFFu, m >> 16);
+  return bf16 ? __uint_as_float(h << 16) : __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
 }
 
 __device__ __forceinline__ uint32_t pack_s8x4(float a, float b, float c, float d, float scale, float inv) {
@@ -63,15 +81,27 @@ __global__ void __launch_bounds__(256) kv_stats_kernel(KVStatsParams p, unsigned
   const int n_end = min(p.L, (blockIdx.x + 1) * p.chunk);
   const int64_t kb = static_cast<int64_t>(b) * p.ksb + static_cast<int64_t>(h) * p.ksh + 8 * c16;
   const int64_t vb = static_cast<int64_t>(b) * p.vsb + static_cast<int64_t>(h) * p.vsh + 8 * c16;
-  for (int n = blockIdx.x * p.chunk + rl; n < n_end; n += RL) {
-    float k[8], v[8];
-    load8(p.k, kb + n * p.ksn, p.in_bf16, k);
-    load8(p.v, vb + n * p.vsn, p.in_bf16, v);
+  // Four rows per thread per step, loaded before any is summed: short chunks (image sizes) are
+  // latency-bound. Rows past the chunk read as zeros, which change neither the sum nor the max.
+  constexpr int U = 4;
+  for (int n = blockIdx.x * p.chunk + rl; n < n_end; n += U * RL) {
+    uint4 kr[U], vr[U];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      ks[i] += k[i];
-      vm[i] = fmax_nan(vm[i], fabsf(v[i]));
+    for (int u = 0; u < U; ++u) {
+      const bool in = n + u * RL < n_end;
+      kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+      if (in) {
+        kr[u] = ldg16_now(p.k, kb + (n + u * RL) * p.ksn);
+        vr[u] = ldg16_now(p.v, vb + (n + u * RL) * p.vsn);
+      }
     }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        ks[i] += elem(kr[u], i, p.in_bf16);
+        vm[i] = fmax_nan(vm[i], fabsf(elem(vr[u], i, p.in_bf16)));
+      }
   }
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
@@ -109,27 +139,6 @@ __global__ void __launch_bounds__(256) kv_stats_kernel(KVStatsParams p, unsigned
   }
   if (threadIdx.x == 0) tickets[bhk] = 0u;  // ready for the next call (the workspace keeps it)
 #endif
-}
-
-// A 16-byte chunk of 8 bf16/f16 values, loaded raw: the passes keep chunks packed (half the
-// registers of floats, so more CTAs stay resident to keep loads in flight) and widen on use.
-__device__ __forceinline__ uint4 ldg16(const void* base, int64_t off) {
-  return __ldg(reinterpret_cast<const uint4*>(static_cast<const char*>(base) + 2 * off));
-}
-
-__device__ __forceinline__ float elem(const uint4& raw, int e, int bf16) {
-  const uint32_t w = e < 2 ? raw.x : e < 4 ? raw.y : e < 6 ? raw.z : raw.w;
-  if (bf16) return __uint_as_float((e & 1) ? (w & 0xFFFF0000u) : (w << 16));
-  return __half2float(__ushort_as_half(static_cast<unsigned short>((e & 1) ? (w >> 16) : (w & 0xFFFFu))));
-}
-
-// max |x| over a chunk's 8 values, on the bits: with the sign cleared, bf16 and f16 order like
-// unsigned integers (NaN above inf, so a NaN still wins), two halves per instruction.
-__device__ __forceinline__ float abs_max(const uint4& raw, int bf16) {
-  const uint32_t m = __vmaxu2(__vmaxu2(raw.x & 0x7FFF7FFFu, raw.y & 0x7FFF7FFFu),
-                              __vmaxu2(raw.z & 0x7FFF7FFFu, raw.w & 0x7FFF7FFFu));
-  const uint32_t h = max(m & 0xFFFFu, m >> 16);
-  return bf16 ? __uint_as_float(h << 16) : __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
 }
 
 // grid (ceil(Lq / 128), B*Hq), 256 threads: warp w quantizes rows 16w .. 16w+15 of the tile.
