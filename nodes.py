@@ -105,11 +105,13 @@ class SageAttention(io.ComfyNode):
                             "comparisons)."),
                 io.Combo.Input(
                     "variant", options=[AUTO, *NODE_VARIANTS], default=AUTO,
-                    tooltip="Quantization of the two matrix products. auto: the backend's default (int8qk-fp8pv). "
+                    tooltip="Quantization of the two matrix products. auto: with backend auto, the variant measured "
+                            "fastest on this GPU for each call's shape; with a forced backend, its default "
+                            "(int8qk-fp8pv). "
                             "int8qk-fp8pv: INT8 Q·K, FP8 P·V (SageAttention2). int8qk-fp16pv: FP16 P·V (more "
                             "accurate, slower on Ada/Hopper). int8qk-int8pv: INT8 P·V. int8qk-fp8-acc16pv: FP8 P·V "
-                            "with FP16 accumulation (SageAttention2++; made for RTX 40/50, whose FP8 tensor cores run it at "
-                            "twice the FP32-accumulate rate). Change it only if the "
+                            "with FP16 block sums (SageAttention2++: twice the FP32-accumulate rate on RTX 40/50; on H100/H200 "
+                            "the fastest at video sizes, 192-key blocks). Change it only if the "
                             "output shows artifacts or to compare speed."),
                 io.Combo.Input(
                     "qk_granularity", options=[AUTO, *(g.value for g in QKGranularity)], default=AUTO,

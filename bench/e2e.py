@@ -99,9 +99,10 @@ MODES = {
     "host": None,
     "sageattention": None,
     "auto": dict(backend="auto", variant="auto"),
-    # auto quantizes only the measured FP8 P·V variant; the accurate mode is asked of the kernels
+    # auto quantizes with the variant measured fastest per shape class (comfy_sage/dispatch.py); the
+    # accurate mode is asked of the kernels
     "accurate": dict(backend="cuda", variant="int8qk-fp16pv"),
-    # FP8 P·V with f16 block sums: on the H200 the fastest kernel (csrc/sm90/NOTES.md v14), not auto's yet
+    # FP8 P·V with f16 block sums everywhere (auto uses it on sm_90 from 32760 tokens)
     "fp8-acc16": dict(backend="cuda", variant="int8qk-fp8-acc16pv"),
     "cuda": dict(backend="cuda", variant="auto"),
     "reference": dict(backend="reference", variant="auto"),

@@ -153,10 +153,14 @@ def plan(
         if needs_grad:
             return _fallback(NEED_GRAD, layout, is_causal, scale, return_lse, head_dim, None, q, k, v)
         n_axis = 2 if layout is TensorLayout.HND else 1
-        rule, reason = auto_choice(q, padded, q.shape[n_axis], k.shape[n_axis], is_causal, cfg.variant)
+        # No variant asked for: each call gets the variant measured fastest for its shape class.
+        wanted = None if variant is None and qk_quant is None and pv_mode is None else cfg.variant
+        rule, reason = auto_choice(q, padded, q.shape[n_axis], k.shape[n_axis], is_causal, wanted)
         if reason is not None:
             return _fallback(reason, layout, is_causal, scale, return_lse, head_dim, None, q, k, v)
         name = rule.backend
+        if wanted is None and rule.variant != cfg.variant:
+            cfg = _quant_config(rule.variant, None, qk_granularity, None, smooth_k, smooth_q, tiles)
     else:
         name = backend
         if attn_mask is not None:
@@ -246,7 +250,9 @@ def sageattn(
     backend: ``auto`` (a quantized kernel where the measured table in ``dispatch`` says it wins,
     else torch SDPA), ``cuda``, ``triton``, ``reference`` (the pure-PyTorch spec), ``sdpa``.
     variant: a ``config.VARIANTS`` name such as ``int8qk-fp8pv`` (quantized backends) or an SDPA
-    kernel (``default``, ``flash``, ``efficient``, ``cudnn``, ``math``). qk_quant / qk_granularity
+    kernel (``default``, ``flash``, ``efficient``, ``cudnn``, ``math``). Left out under ``auto``: the
+    variant the table measured fastest for the call's shape class; given, ``auto`` quantizes only
+    where that variant is the measured one. qk_quant / qk_granularity
     (alias qk_quant_gran) / pv_mode override the variant's parts; smooth_k / smooth_q switch the
     smoothing; tiles sets the reference's quantization groups. attn_mask (bool or additive) runs
     only on SDPA: ``auto`` falls back to it, a quantized backend raises. Inputs that require grad
@@ -261,11 +267,12 @@ def sageattn(
 
 
 def auto_choice(q: torch.Tensor, padded_head_dim: int, tokens_q: int, tokens_kv: int, is_causal: bool,
-                variant: str):
+                variant: Optional[str]):
     """(rule, None) when ``auto`` runs a quantized kernel for this call, else (None, why not).
 
     What the decision needs and nothing more: the device, the padded head dim, the token counts,
-    the masking and the variant. ``plan`` uses it after validating; the ComfyUI override asks it
+    the masking and the variant asked for (None: whichever the rule measured; a name: only where
+    that variant is the rule's). ``plan`` uses it after validating; the ComfyUI override asks it
     first, so that a call auto would not quantize goes back to the host without further work.
     """
     if not q.is_cuda:
@@ -278,7 +285,7 @@ def auto_choice(q: torch.Tensor, padded_head_dim: int, tokens_q: int, tokens_kv:
         if skipped is not None:
             return None, f"while the {skipped.backend} backend is unavailable ({backends.why_not(skipped.backend)})"
         return None, dispatch.NO_RULE_CUDA
-    if rule.variant != variant:
+    if variant is not None and rule.variant != variant:
         return None, f"where variant {variant} was not measured faster than SDPA (measured: {rule.variant})"
     return rule, None
 

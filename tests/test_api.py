@@ -3,14 +3,16 @@
 import dataclasses
 import logging
 import math
+import types
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import comfy_sage
-from comfy_sage import api, log, plan, sageattn
+from comfy_sage import api, dispatch, log, plan, sageattn
 from comfy_sage.accuracy import errors, float32_attention, make_inputs
+from comfy_sage.config import PVMode
 
 
 def qkv(b=1, h=2, n=64, d=64, nk=None, hk=None, dtype=torch.float16, layout="HND", seed=0):
@@ -158,6 +160,38 @@ def test_auto_picks_sdpa_and_says_why():
     p = plan(*qkv())
     assert (p.backend, p.variant) == ("sdpa", "default")
     assert p.reason == "on cpu tensors (auto quantizes only on GPUs where a kernel was measured faster)"
+
+
+def test_auto_takes_each_rules_variant_unless_one_is_asked_for(monkeypatch):
+    # A pretend H200: the decision needs only the capability and a usable backend.
+    dispatch.capability.cache_clear()
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(api, "_backend_usable", lambda rule: rule.backend == "cuda")
+    gpu = types.SimpleNamespace(is_cuda=True, get_device=lambda: 0)
+    rule, why = api.auto_choice(gpu, 128, 32760, 32760, False, None)
+    assert why is None and rule.variant == "int8qk-fp8-acc16pv"  # Wan's video shapes
+    assert api.auto_choice(gpu, 128, 16384, 16384, False, None)[0].variant == "int8qk-fp8pv"
+    assert api.auto_choice(gpu, 128, 32760, 32760, False, "int8qk-fp8-acc16pv")[0] is rule
+    rule, why = api.auto_choice(gpu, 128, 32760, 32760, False, "int8qk-fp8pv")
+    assert rule is None and why == ("where variant int8qk-fp8pv was not measured faster than SDPA "
+                                    "(measured: int8qk-fp8-acc16pv)")
+    dispatch.capability.cache_clear()
+
+
+def test_auto_plans_the_rules_variant(monkeypatch):
+    # plan() under auto on a rule that names the reference backend (runs here): no variant asked for
+    # takes the rule's; one asked for is kept (auto_choice then decides whether it runs at all).
+    measured = dispatch.Rule(capability=(0, 0), head_dims=(64,), min_q_tokens=1, min_kv_tokens=1, causal=False,
+                             backend="reference", variant="int8qk-fp16pv", evidence="")
+    asked = []
+    monkeypatch.setattr(api, "auto_choice", lambda q, d, nq, nk, c, variant: asked.append(variant) or (measured, None))
+    p = plan(*qkv())
+    assert (p.backend, p.variant, asked[-1]) == ("reference", "int8qk-fp16pv", None)
+    assert p.call.cfg.pv_mode is PVMode.FP16
+    p = plan(*qkv(), variant="int8qk-fp8pv")
+    assert (p.variant, asked[-1]) == ("int8qk-fp8pv", "int8qk-fp8pv")
+    p = plan(*qkv(), pv_mode="fp8")  # a part asked for is a variant asked for
+    assert asked[-1] == "int8qk-fp8pv"
 
 
 def test_meta_tensors_are_rejected_by_the_quantized_backends():

@@ -39,7 +39,6 @@ from typing import Callable, Optional
 import torch
 
 from .. import api, log
-from ..config import DEFAULT_VARIANT
 from .options import NodeBackend, PatchConfig
 from .stats import OURS, Stats
 
@@ -86,7 +85,7 @@ class SageAttentionOverride:
         self._api_backend = "auto" if config.backend is NodeBackend.AUTO else config.backend.value
         self._explicit = config.backend is not NodeBackend.AUTO
         self._auto = not self._explicit
-        self._variant = config.variant or DEFAULT_VARIANT
+        self._variant = config.variant  # None: auto takes each rule's measured variant
         self._warned = {}  # reason -> the run (prompt) it was last warned in
         self._logged = set()  # reasons this override has handed to log.once already
 

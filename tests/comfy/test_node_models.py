@@ -254,7 +254,8 @@ def test_schema_tooltips_and_defaults(host):
     # every offered variant is explained, and "auto" says what it means
     for name in by_id["variant"].options:
         assert name in by_id["variant"].tooltip
-    assert "auto: the backend's default (int8qk-fp8pv)" in by_id["variant"].tooltip
+    assert "auto: with backend auto, the variant measured fastest" in by_id["variant"].tooltip
+    assert "with a forced backend, its default (int8qk-fp8pv)" in by_id["variant"].tooltip
     assert "auto: the backend's default (per_thread)" in by_id["qk_granularity"].tooltip
     assert "(default)" not in by_id["qk_granularity"].tooltip.replace("auto: the backend's default", "")
     assert "CPU included" in by_id["backend"].tooltip
