@@ -102,7 +102,8 @@ MODES = {
     # auto quantizes with the variant measured fastest per shape class (comfy_sage/dispatch.py); the
     # accurate mode is asked of the kernels
     "accurate": dict(backend="cuda", variant="int8qk-fp16pv"),
-    # FP8 P·V with f16 block sums everywhere (auto uses it on sm_90 from 32760 tokens)
+    # FP8 P·V with f16 block sums everywhere (auto's pick on sm_90 at head dim 128 from 32760 tokens,
+    # causal from 8192, head dim 64 from 8192: comfy_sage/dispatch.py)
     "fp8-acc16": dict(backend="cuda", variant="int8qk-fp8-acc16pv"),
     "cuda": dict(backend="cuda", variant="auto"),
     "reference": dict(backend="reference", variant="auto"),

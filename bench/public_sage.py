@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     from e2e import public_sage_version  # bench/ is on sys.path when this runs as a script
 
     env = bench.environment(torch.device("cuda"))
+    env["command"] = " ".join(["python", "bench/public_sage.py", *(sys.argv[1:] if argv is None else argv)])
     env["sageattention"] = public_sage_version() if sageattention else None
     cases = [] if args.sweep_only else [(s, False) for s in MODEL_SHAPES]
     if args.sweep or args.sweep_only:

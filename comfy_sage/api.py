@@ -252,7 +252,7 @@ def sageattn(
     variant: a ``config.VARIANTS`` name such as ``int8qk-fp8pv`` (quantized backends) or an SDPA
     kernel (``default``, ``flash``, ``efficient``, ``cudnn``, ``math``). Left out under ``auto``: the
     variant the table measured fastest for the call's shape class; given, ``auto`` quantizes only
-    where that variant is the measured one. qk_quant / qk_granularity
+    where a rule shows that variant faster than SDPA. qk_quant / qk_granularity
     (alias qk_quant_gran) / pv_mode override the variant's parts; smooth_k / smooth_q switch the
     smoothing; tiles sets the reference's quantization groups. attn_mask (bool or additive) runs
     only on SDPA: ``auto`` falls back to it, a quantized backend raises. Inputs that require grad
@@ -271,22 +271,25 @@ def auto_choice(q: torch.Tensor, padded_head_dim: int, tokens_q: int, tokens_kv:
     """(rule, None) when ``auto`` runs a quantized kernel for this call, else (None, why not).
 
     What the decision needs and nothing more: the device, the padded head dim, the token counts,
-    the masking and the variant asked for (None: whichever the rule measured; a name: only where
-    that variant is the rule's). ``plan`` uses it after validating; the ComfyUI override asks it
+    the masking and the variant asked for (None: the first rule's, the variant measured fastest there;
+    a name: the first rule of that variant). ``plan`` uses it after validating; the ComfyUI override asks it
     first, so that a call auto would not quantize goes back to the host without further work.
     """
     if not q.is_cuda:
         return None, dispatch.no_rule_reason(q.device)
     index = q.get_device()
-    rule = dispatch.choose_cuda(index, padded_head_dim, tokens_q, tokens_kv, is_causal, _backend_usable)
+    ours = (lambda rule: True) if variant is None else (lambda rule: rule.variant == variant)
+    rule = dispatch.choose_cuda(index, padded_head_dim, tokens_q, tokens_kv, is_causal,
+                                lambda r: ours(r) and _backend_usable(r))
     if rule is None:
         # The first rule covering the call, usable or not: when there is one, its backend is why.
-        skipped = dispatch.choose_cuda(index, padded_head_dim, tokens_q, tokens_kv, is_causal)
+        skipped = dispatch.choose_cuda(index, padded_head_dim, tokens_q, tokens_kv, is_causal, ours)
         if skipped is not None:
             return None, f"while the {skipped.backend} backend is unavailable ({backends.why_not(skipped.backend)})"
+        other = dispatch.choose_cuda(index, padded_head_dim, tokens_q, tokens_kv, is_causal) if variant else None
+        if other is not None:
+            return None, f"where variant {variant} was not measured faster than SDPA (measured: {other.variant})"
         return None, dispatch.NO_RULE_CUDA
-    if variant is not None and rule.variant != variant:
-        return None, f"where variant {variant} was not measured faster than SDPA (measured: {rule.variant})"
     return rule, None
 
 

@@ -30,9 +30,10 @@ SWEEP_SM90 = "bench/results/2026-12-03-h200-sweep-4x32-v15.json"  # bench/public
 RULES: tuple[Rule, ...] = (
     # H200 (sm_90), bf16: the Hopper family (csrc/sm90/, INT8 Q·K + FP8 P·V on wgmma), timed beside
     # cuDNN, SDPA's default and the public SageAttention 2.2 in one process (the 4x32 sweep), first
-    # match wins. Head dim 128, non-causal: int8qk-fp8-acc16pv (192-key blocks, f16 block sums) from
-    # 32760 tokens, 1.47x the fastest SDPA at 4x32x32768 (fp8pv 1.42x) and 1.62-1.69x at the Wan and
-    # HunyuanVideo shapes (bench/results/2026-12-03-h200-sm90-v15-fp8-acc16.json); int8qk-fp8pv from
+    # match wins (a variant picked by hand takes the first rule of that variant: the last two rules
+    # are for that). Head dim 128, non-causal: int8qk-fp8-acc16pv (192-key blocks, f16 block sums) from
+    # 32760 tokens, 1.47x the fastest SDPA at 4x32x32768 (fp8pv 1.42x) and 1.61-1.69x cuDNN at the Wan
+    # and HunyuanVideo shapes (bench/results/2026-12-03-h200-sm90-v15-fp8-acc16.json); int8qk-fp8pv from
     # 8192, 1.31x / 1.38x at 8k / 16k where it leads fp8-acc16 (1.28x / 1.33x). 4096 gives 1.16x at
     # 4x32 but Flux (1x24x4608) only 1.0x, so the rule starts at 8192. Causal, head dim 128: fp8-acc16
     # from 8192 (1.23-1.48x; 4096: 1.01x). Head dim 64: fp8-acc16 from 8192 non-causal (1.11-1.25x)
@@ -48,6 +49,12 @@ RULES: tuple[Rule, ...] = (
          backend="cuda", variant="int8qk-fp8-acc16pv", evidence=SWEEP_SM90),
     Rule(capability=(9, 0), head_dims=(64,), min_q_tokens=16384, min_kv_tokens=16384, causal=True,
          backend="cuda", variant="int8qk-fp8-acc16pv", evidence=SWEEP_SM90),
+    # Chosen by hand only (auto's own pick there is above): fp8-acc16 non-causal from 8192 (1.28x /
+    # 1.33x at 8k / 16k), fp8 causal from 8192 (1.21-1.42x).
+    Rule(capability=(9, 0), head_dims=(128,), min_q_tokens=8192, min_kv_tokens=8192, causal=False,
+         backend="cuda", variant="int8qk-fp8-acc16pv", evidence=SWEEP_SM90),
+    Rule(capability=(9, 0), head_dims=(128,), min_q_tokens=8192, min_kv_tokens=8192, causal=True,
+         backend="cuda", variant="int8qk-fp8pv", evidence=SWEEP_SM90),
     # Where the native library is not built (install.py not run), the Triton kernels:
     # H200 (sm_90), bf16, non-causal, head dim 128: triton INT8-QK + FP8-PV 1.08-1.11x cuDNN SDPA
     # from 32760 tokens (Wan 2.1 1.3B/14B 480p and 720p, HunyuanVideo 720p); 0.99x at 16384 and

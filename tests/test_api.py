@@ -168,14 +168,21 @@ def test_auto_takes_each_rules_variant_unless_one_is_asked_for(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(api, "_backend_usable", lambda rule: rule.backend == "cuda")
     gpu = types.SimpleNamespace(is_cuda=True, get_device=lambda: 0)
-    rule, why = api.auto_choice(gpu, 128, 32760, 32760, False, None)
-    assert why is None and rule.variant == "int8qk-fp8-acc16pv"  # Wan's video shapes
-    assert api.auto_choice(gpu, 128, 16384, 16384, False, None)[0].variant == "int8qk-fp8pv"
-    assert api.auto_choice(gpu, 128, 32760, 32760, False, "int8qk-fp8-acc16pv")[0] is rule
-    rule, why = api.auto_choice(gpu, 128, 32760, 32760, False, "int8qk-fp8pv")
-    assert rule is None and why == ("where variant int8qk-fp8pv was not measured faster than SDPA "
-                                    "(measured: int8qk-fp8-acc16pv)")
-    dispatch.capability.cache_clear()
+    try:
+        rule, why = api.auto_choice(gpu, 128, 32760, 32760, False, None)
+        assert why is None and rule.variant == "int8qk-fp8-acc16pv"  # Wan's video shapes
+        assert api.auto_choice(gpu, 128, 16384, 16384, False, None)[0].variant == "int8qk-fp8pv"
+        assert api.auto_choice(gpu, 128, 32760, 32760, False, "int8qk-fp8-acc16pv")[0] is rule
+        # a variant picked by hand keeps the shapes where it was measured faster than SDPA
+        picked = api.auto_choice(gpu, 128, 32760, 32760, False, "int8qk-fp8pv")[0]
+        assert picked.variant == "int8qk-fp8pv" and picked.min_q_tokens == 8192
+        assert api.auto_choice(gpu, 128, 8192, 8192, True, "int8qk-fp8pv")[0].variant == "int8qk-fp8pv"
+        rule, why = api.auto_choice(gpu, 128, 32760, 32760, False, "int8qk-fp16pv")
+        assert rule is None and why == ("where variant int8qk-fp16pv was not measured faster than SDPA "
+                                        "(measured: int8qk-fp8-acc16pv)")
+        assert api.auto_choice(gpu, 128, 4096, 4096, False, "int8qk-fp16pv") == (None, dispatch.NO_RULE_CUDA)
+    finally:
+        dispatch.capability.cache_clear()
 
 
 def test_auto_plans_the_rules_variant(monkeypatch):
@@ -192,6 +199,8 @@ def test_auto_plans_the_rules_variant(monkeypatch):
     assert (p.variant, asked[-1]) == ("int8qk-fp8pv", "int8qk-fp8pv")
     p = plan(*qkv(), pv_mode="fp8")  # a part asked for is a variant asked for
     assert asked[-1] == "int8qk-fp8pv"
+    p = plan(*qkv(), qk_granularity="per_warp", smooth_k=False)  # the rule's variant keeps the other options
+    assert (p.variant, p.call.cfg.granularity.value, p.call.cfg.smooth_k) == ("int8qk-fp16pv", "per_warp", False)
 
 
 def test_meta_tensors_are_rejected_by_the_quantized_backends():

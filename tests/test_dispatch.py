@@ -52,6 +52,29 @@ def test_rule_is_a_measured_win(rule):
     assert covered, "the evidence has no measurement inside the rule's shape class"
 
 
+def test_auto_picks_the_fastest_measured_variant(monkeypatch):
+    # At every measured row that a rule covers, auto's pick (the first matching rule, no variant asked
+    # for) is the fastest of our variants measured there.
+    dispatch.capability.cache_clear()
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    try:
+        checked = 0
+        for evidence in sorted({r.evidence for r in dispatch.RULES if r.backend == "cuda"}):
+            with open(os.path.join(ROOT, evidence)) as f:
+                rows = evidence_rows(json.load(f))
+            for dims in sorted({dims for dims, _ in rows}):
+                n, d = (int(x) for x in dims.split()[0].split("x")[2:])
+                rule = dispatch.choose_cuda(0, d, n, n, dims.endswith("causal"), lambda r: r.backend == "cuda")
+                ours = {v: r["ms"] for (s, v), r in rows.items() if s == dims and v.startswith("cuda.") and r["ms"]}
+                if rule is None or len(ours) < 2:
+                    continue
+                assert f"cuda.{rule.variant}" == min(ours, key=ours.get), (dims, rule.variant, ours)
+                checked += 1
+        assert checked >= 10
+    finally:
+        dispatch.capability.cache_clear()
+
+
 def test_choose_matches_only_the_measured_class(monkeypatch):
     # The capability is asked once per device and cached: clear the cache around each pretend GPU.
     dispatch.capability.cache_clear()

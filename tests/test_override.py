@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comfy_sage import log
+from comfy_sage import api, log
 from comfy_sage.comfy import NodeBackend, PatchConfig, SageAttentionOverride, chain, find, install, override as ov
 from comfy_sage.comfy.stats import OURS
 
@@ -344,6 +344,19 @@ def test_auto_on_cpu_means_the_host_attention(caplog):
     assert lines == [f"comfy_sage: ComfyUI's attention for calls {reason} (logged once; later occurrences are "
                      "counted)"]
     assert reason.startswith("on cpu tensors")
+
+def test_auto_asks_for_the_nodes_variant_or_none(monkeypatch):
+    # variant auto on the node: None reaches the decision (each rule's measured variant); a variant
+    # picked on the node reaches it as picked.
+    asked = []
+    monkeypatch.setattr(api, "auto_choice", lambda q, d, nq, nk, c, variant: asked.append(variant) or (None, "r"))
+    q, k, v = make(False)
+    for variant in (None, "int8qk-fp16pv"):
+        fn, host = SageAttentionOverride(PatchConfig(backend="auto", variant=variant)), Host()
+        host_call(fn, host, q, k, v, 4)
+        assert len(host.calls) == 1 and fn.stats.total.fallback == {"r": 1}
+    assert asked == [None, "int8qk-fp16pv"]
+
 
 def test_forced_unavailable_backend_falls_back():
     from comfy_sage import available_backends

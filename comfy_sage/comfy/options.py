@@ -58,7 +58,7 @@ class PatchConfig:
     """
 
     backend: NodeBackend = NodeBackend.AUTO
-    variant: Optional[str] = None  # None: the backend's default
+    variant: Optional[str] = None  # None: auto's measured variant per call, a forced backend's default
     qk_granularity: Optional[QKGranularity] = None  # None: the backend's default
     smooth_k: bool = True
     smooth_q: bool = False

@@ -206,7 +206,8 @@ __global__ void __launch_bounds__(256) quant_q_kernel(QuantQParams p) {
 // 2k+8, 2k+9} of a 16 (the four that share K scale group k = (token % 8) / 2 and, in e4m3, one
 // 4-byte word of Vᵀ: positions 4k .. 4k+3, vt_pos) times one 16-byte chunk of channels.
 // Shared memory: K's mean and V's scales for the head, the four K group maxima, then the Vᵀ tile,
-// each row one word longer than its payload so that a warp's quad writes fall in 32 banks.
+// each row one word longer than its payload so that a warp's e4m3 quad writes fall in 32 banks (the
+// f16 tile's two words per channel: 2-way).
 template <int D, PV MODE>
 struct QuantKVSmem {
   static constexpr int kTokens = key_block(MODE);
@@ -221,6 +222,7 @@ struct QuantKVSmem {
   static constexpr int vt_off = gmax_off + 16;
   static constexpr int bytes = vt_off + D * kPitch;
   static_assert((kPitch / 4) % 2 == 1 && kTokens % 32 == 0, "odd row pitch in words, whole warps of tiles");
+  static_assert(D % 32 == 0 && kThreads <= 1024, "warps of 4 chunks x 4 quads x 2 tiles, one CTA per block");
 };
 
 // grid (ceil(Lk / N), B*Hkv), N·D/32 threads (N = key_block(MODE)).
@@ -237,7 +239,7 @@ __global__ void __launch_bounds__(QuantKVSmem<D, MODE>::kThreads, QuantKVSmem<D,
   uint8_t* s_vt = quant_kv_smem + SM::vt_off;
   const int bhk = blockIdx.y, b = bhk / p.H, h = bhk % p.H;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // lanes: 4 chunks x 4 quads x 2 tiles, so that (8 c P + 4 s + k) mod 32 covers the banks
+  // lanes: 4 chunks x 4 quads x 2 tiles, so that (8 c P + 4 s + k) mod 32 covers the banks (e4m3)
   const int c = (warp % kCHi) * 4 + (lane & 3), k = (lane >> 2) & 3, s = (warp / kCHi) * 2 + (lane >> 4);
   const int ch = 8 * c, n0 = blockIdx.x * kKBlock + 16 * s + 2 * k;
   const int64_t kb = static_cast<int64_t>(b) * p.ksb + static_cast<int64_t>(h) * p.ksh + ch;
