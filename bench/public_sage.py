@@ -27,6 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from comfy_sage import accuracy, bench, sageattn
 
+SDPA = ("cudnn", "sdpa_default")  # row keys of torch's kernels; every other key is a quantized one
 OURS = {"ours": "int8qk-fp8pv", "ours_fp8_acc16": "int8qk-fp8-acc16pv"}  # row key -> cuda variant
 MODEL_SHAPES = ((1, 40, 32760, 128), (1, 40, 75600, 128), (1, 24, 118800, 128), (1, 12, 32760, 128),
                 (4, 32, 8192, 128), (1, 24, 4608, 128), (2, 10, 4096, 64))
@@ -77,21 +78,21 @@ def main(argv=None) -> int:
         for name, fn in impls.items():
             try:
                 row["ms"][name] = bench.time_cuda(fn, sets, rep_ms=args.rep_ms)
-                if name not in ("cudnn", "sdpa_default"):
+                if name not in SDPA:
                     e = accuracy.errors(fn(q, k, v), ref)
                     row["accuracy_vs_f32"][name] = {"cos": e.cos, "rel_l1": e.rel_l1}
             except Exception as e:  # noqa: BLE001 - a shape one library does not take is a row entry
                 row["ms"][name] = None
                 row.setdefault("errors", {})[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        best = min(row["ms"][k] for k in ("cudnn", "sdpa_default") if row["ms"][k] is not None)
+        best = min(row["ms"][k] for k in SDPA if row["ms"][k] is not None)
         for name in impls:
-            if name not in ("cudnn", "sdpa_default") and row["ms"][name]:
+            if name not in SDPA and row["ms"][name]:
                 row[f"{name}_vs_best_sdpa"] = best / row["ms"][name]
         rows.append(row)
         ms = row["ms"]
         print(f"{b}x{h}x{n}x{d}{' causal' if causal else ''}: cudnn {ms['cudnn']:.3f} default {ms['sdpa_default']:.3f}"
               + "".join(f" {name} {ms[name] or float('nan'):.3f} ({row.get(name + '_vs_best_sdpa', 0):.2f}x)"
-                        for name in impls if name not in ("cudnn", "sdpa_default")), flush=True)
+                        for name in impls if name not in SDPA), flush=True)
         del sets, q, k, v, ref
         torch.cuda.empty_cache()
         with open(args.json, "w") as f:

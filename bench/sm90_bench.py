@@ -174,15 +174,11 @@ TEST_CASES = [
 ]
 
 
-def key_block() -> int:
-    """The built tree's key block for this P·V mode (csrc/sm90/params.h key_block): K scale block =
+def key_block(lib: "Lib") -> int:
+    """The built library's key block for this P·V mode (csrc/sm90/params.h key_block): K scale block =
     softmax block = the reference's blk_k."""
-    src = Path(os.environ.get("SM90_SRC", ROOT / "csrc"))
-    m = re.search(r"key_block\(PV mode\) \{ return mode == PV::FP8 \? (\d+) : (\d+); \}",
-                  (src / "sm90/params.h").read_text())
-    if m is None:  # trees before the per-mode tiles: 128 keys in every mode
-        return 128
-    return int(m.group(1) if PV_NAME == "fp8" else m.group(2))
+    ask = getattr(lib.lib, "cs_sm90_key_block", None)
+    return ask(PV_CODE) if ask is not None else 128  # snapshots before the per-mode tiles: 128 keys
 
 
 def test(out: Path) -> dict:
@@ -209,7 +205,7 @@ def test(out: Path) -> dict:
         try:
             r = comfy_sage.sageattn(q, k, v, tensor_layout=layout, is_causal=causal, return_lse=want_lse,
                                     backend="reference", variant=f"int8qk-{PV_NAME}pv", qk_granularity=gran,
-                                    tiles=Tiles(blk_q=128, warp_q=16, blk_k=key_block()))
+                                    tiles=Tiles(blk_q=128, warp_q=16, blk_k=key_block(lib)))
             rq, rq_lse = r if want_lse else (r, None)
             rec["vs_ref"] = metrics(o, rq)
             if want_lse:

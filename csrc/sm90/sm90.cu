@@ -198,6 +198,10 @@ __attribute__((visibility("default"))) size_t cs_sm90_workspace_bytes(int B, int
                                                                      int return_lse, int pv_mode) {
   return cs::sm90::layout(B, Hq, Hkv, Lq, Lk, D, return_lse != 0, static_cast<cs::PV>(pv_mode)).total;
 }
+// The key block of a P·V mode (params.h key_block): the harness's reference tiles follow it.
+__attribute__((visibility("default"))) int cs_sm90_key_block(int pv_mode) {
+  return cs::sm90::key_block(static_cast<cs::PV>(pv_mode));
+}
 __attribute__((visibility("default"))) int cs_sm90_attention(const void* q, const void* k, const void* v, void* o,
                                                              float* lse, int dtype, int B, int Hq, int Hkv, int Lq,
                                                              int Lk, int D, const int64_t* qs, const int64_t* ks,
