@@ -222,6 +222,7 @@ def test(out: Path) -> dict:
 TIME_SHAPES = [  # B, H, N, D
     (1, 40, 32760, 128), (1, 12, 32760, 128), (4, 32, 8192, 128), (1, 24, 4608, 128), (2, 10, 4096, 64),
     (1, 40, 75600, 128), (1, 24, 118800, 128),
+    (2, 40, 32760, 128),  # Wan 14B 480p as ComfyUI calls it: cond and uncond in one batch
 ]
 
 
@@ -241,7 +242,14 @@ def bench_ms(fn, reps=10, warm=3):
     return ts[len(ts) // 2], ts
 
 
-def timing(out: Path, shapes, causal_too=False, sdpa=True) -> dict:
+def randn_qkv(B, H, N, D, layout):
+    """Three bf16 Gaussian tensors of (B, H, N, D) in ``layout``; NHD is how ComfyUI hands them over."""
+    import torch
+    shape = (B, H, N, D) if layout == "HND" else (B, N, H, D)
+    return [torch.randn(*shape, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+
+
+def timing(out: Path, shapes, causal_too=False, sdpa=True, layout="HND") -> dict:
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -250,9 +258,11 @@ def timing(out: Path, shapes, causal_too=False, sdpa=True) -> dict:
     for (B, H, N, D) in shapes:
         for causal in ([False, True] if causal_too else [False]):
             torch.manual_seed(1)
-            q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+            q, k, v = randn_qkv(B, H, N, D, layout)
             flops = 4 * B * H * N * N * D / (2 if causal else 1)
-            ours, ours_all = bench_ms(lambda: lib(q, k, v, "HND", causal))
+            ours, ours_all = bench_ms(lambda: lib(q, k, v, layout, causal))
+            if layout == "NHD":  # SDPA and the accuracy slice below take (B, H, N, D) views
+                q, k, v = (t.transpose(1, 2) for t in (q, k, v))
             cud = dflt = float("nan")
             if sdpa:
                 with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
@@ -264,7 +274,7 @@ def timing(out: Path, shapes, causal_too=False, sdpa=True) -> dict:
             qs_, ks_, vs_ = (t[:1, :hs].float() for t in (q, k, v))
             ref = F.scaled_dot_product_attention(qs_, ks_, vs_, is_causal=causal)
             acc = metrics(o[:1], ref)
-            row = {"shape": [B, H, N, D], "causal": causal, "ours_ms": round(ours, 4),
+            row = {"shape": [B, H, N, D], "layout": layout, "causal": causal, "ours_ms": round(ours, 4),
                    "ours_all_ms": [round(t, 4) for t in ours_all], "cudnn_ms": round(cud, 4),
                    "sdpa_default_ms": round(dflt, 4), "ours_tops": round(flops / ours / 1e9, 1),
                    "speedup_vs_cudnn": round(cud / ours, 3), "speedup_vs_best_sdpa": round(min(cud, dflt) / ours, 3),
@@ -278,7 +288,7 @@ def timing(out: Path, shapes, causal_too=False, sdpa=True) -> dict:
     return {"timing": rows}
 
 
-def kernels(shapes, reps=10) -> dict:
+def kernels(shapes, reps=10, layout="HND") -> dict:
     """Where one call's time goes: each kernel's median device time (torch.profiler), per shape."""
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -286,20 +296,20 @@ def kernels(shapes, reps=10) -> dict:
     rows = []
     for (B, H, N, D) in shapes:
         torch.manual_seed(1)
-        q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        q, k, v = randn_qkv(B, H, N, D, layout)
         for _ in range(3):
-            lib(q, k, v)
+            lib(q, k, v, layout)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(reps):
-                lib(q, k, v)
+                lib(q, k, v, layout)
             torch.cuda.synchronize()
         per = {}
         for e in prof.events():
             if e.device_type == torch.autograd.DeviceType.CUDA:
                 per.setdefault(e.name.split("<")[0].split("(")[0], []).append(e.device_time_total / 1e3)
         med = {n: sorted(t)[len(t) // 2] for n, t in per.items()}
-        row = {"shape": [B, H, N, D], "kernel_ms": {n: round(t, 4) for n, t in med.items()},
+        row = {"shape": [B, H, N, D], "layout": layout, "kernel_ms": {n: round(t, 4) for n, t in med.items()},
                "launches_per_call": {n: len(t) / reps for n, t in per.items()}}
         rows.append(row)
         print(f"{B}x{H}x{N}x{D}:", ", ".join(f"{n} {t:.4f}" for n, t in med.items()), flush=True)
@@ -316,6 +326,7 @@ def main():
     ap.add_argument("--shapes", default="all", help="all | small | comma list of indices into TIME_SHAPES")
     ap.add_argument("--causal", action="store_true")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--layout", choices=["HND", "NHD"], default="HND", help="of the inputs (time, kernels)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -326,9 +337,9 @@ def main():
     elif a.phase == "test":
         res.update(test(out))
     elif a.phase == "time":
-        res.update(timing(out, shapes, a.causal, not a.no_sdpa))
+        res.update(timing(out, shapes, a.causal, not a.no_sdpa, a.layout))
     elif a.phase == "kernels":
-        res.update(kernels(shapes))
+        res.update(kernels(shapes, layout=a.layout))
     elif a.phase == "profile":  # one warm call of 1x40x8192x128 for ncu (--launch-skip past the warm-up)
         import torch
         lib = Lib()
