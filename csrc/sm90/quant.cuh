@@ -25,6 +25,16 @@ constexpr int kGranThread = 0, kGranWarp = 1, kGranBlock = 2;  // cs::Gran value
 __host__ __device__ constexpr int vt_pos(int t) {
   return (t & ~15) | (4 * ((t & 7) >> 1) + (t & 1) + 2 * ((t >> 3) & 1));
 }
+// quant_kv writes a quad of tokens {2k, 2k+1, 2k+8, 2k+9} as one word of Vᵀ: they must sit at
+// four consecutive positions from vt_pos(2k), in that order.
+constexpr bool vt_quads_are_words() {
+  for (int k = 0; k < 4; ++k)
+    if (vt_pos(2 * k) != 4 * k || vt_pos(2 * k + 1) != 4 * k + 1 || vt_pos(2 * k + 8) != 4 * k + 2 ||
+        vt_pos(2 * k + 9) != 4 * k + 3)
+      return false;
+  return true;
+}
+static_assert(vt_quads_are_words(), "quant_kv's one-word Vᵀ stores follow vt_pos");
 
 // A 16-byte chunk of 8 bf16/f16 values, loaded raw: the passes keep chunks packed (half the
 // registers of floats, so more CTAs stay resident to keep loads in flight) and widen on use.
@@ -266,7 +276,7 @@ __global__ void __launch_bounds__(QuantKVSmem<D, MODE>::kThreads, QuantKVSmem<D,
     if constexpr (MODE != PV::FP16) {
       const float sc = s_vs[ch + e], inv = s_vi[ch + e];
       auto d = [&](int j) { return div_by(elem(vr[j], e, p.in_bf16), sc, inv); };
-      *reinterpret_cast<uint32_t*>(row + 16 * s + 4 * k) = pack_e4m3x4(d(0), d(1), d(2), d(3));
+      *reinterpret_cast<uint32_t*>(row + 16 * s + vt_pos(2 * k)) = pack_e4m3x4(d(0), d(1), d(2), d(3));
     } else {
       auto f = [&](int j) { return elem(vr[j], e, p.in_bf16); };
       *reinterpret_cast<uint32_t*>(row + 2 * (16 * s + 2 * k)) = pack_half2(f(0), f(1));
